@@ -1,0 +1,302 @@
+"""Conversations to tokens, with the exact token span of every message's *content*.
+
+The Assistant Axis is an average over the tokens of the assistant's message content only: no
+role headers, no end-of-turn markers, no BOS. :func:`format_conversation` renders a chat with the
+tokenizer's own chat template and returns the token ids (what the model sees) plus, for each
+message, the ``[start, end)`` token span of its content.
+
+How spans are found: the template is rendered twice, once with the real contents and once with
+each content replaced by a unique sentinel. The sentinel rendering splits the template's own text
+into literal pieces; walking the real rendering piece by piece gives the exact character range of
+every content (templates that ``trim`` contents are handled). Character ranges map to tokens
+through the fast tokenizer's offsets; a token is part of a span when it covers at least one
+non-whitespace character of the content. The full text is tokenized once, so a content that
+tokenizes differently in context gets the in-context tokens.
+
+Conventions:
+
+- Templates with no system role (Gemma): the system text is put in front of the first user
+  turn, separated by a blank line; it keeps its own span (the system span) inside that turn.
+- Thinking is off (``enable_thinking=False`` is passed to every template); an empty think block
+  the template adds is template text, never part of a span. ``<think>...</think>`` blocks inside
+  assistant contents are removed before rendering.
+- The template's own BOS is kept and no second BOS is added.
+
+Example:
+    >>> conv = format_conversation(model, [{"role": "user", "content": "Who are you?"},
+    ...                                    {"role": "assistant", "content": "A ghost."}])  # doctest: +SKIP
+    >>> model.tokenizer.decode(conv.input_ids[conv.spans[1].slice])  # doctest: +SKIP
+    'A ghost.'
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "ChatError",
+    "FormattedConversation",
+    "Message",
+    "MessageSpan",
+    "format_conversation",
+    "validate_messages",
+]
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+Message = Mapping[str, Any]
+_THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+class ChatError(ValueError):
+    """A conversation is malformed or its template cannot be aligned; names the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpan:
+    """Token span ``[start, end)`` of one message's content.
+
+    ``index`` is the message's position in the input list; ``turn`` counts exchanges: it is
+    incremented by each user message, so a user message and the assistant reply that follows it
+    share a turn (a leading system message has turn 0).
+    """
+
+    role: str
+    index: int
+    turn: int
+    start: int
+    end: int
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.end)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class FormattedConversation:
+    """Token ids of a templated chat and the content span of each message."""
+
+    input_ids: torch.Tensor
+    """``Int[Tensor, "pos"]`` token ids, exactly as the model sees them."""
+    text: str
+    spans: tuple[MessageSpan, ...]
+    generation_prompt: bool
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def spans_of(self, role: str) -> tuple[MessageSpan, ...]:
+        """Spans of every message with this role, in order."""
+        return tuple(s for s in self.spans if s.role == role)
+
+    def content_mask(self, role: str = "assistant") -> torch.Tensor:
+        """``Bool[Tensor, "pos"]``: True on the content tokens of every message with ``role``."""
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        for s in self.spans_of(role):
+            mask[s.start : s.end] = True
+        return mask
+
+
+def validate_messages(
+    messages: Sequence[Message], *, where: str = "messages"
+) -> list[dict[str, str]]:
+    """Check roles, content types and order; return plain ``{"role", "content"}`` dicts.
+
+    Rules: at least one message; roles are system/user/assistant; a system message only first;
+    contents are strings.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ChatError(
+            f"{where}: expected a list of {{'role', 'content'}} dicts, got {type(messages).__name__}"
+        )
+    if len(messages) == 0:
+        raise ChatError(f"{where}: the message list is empty")
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, Mapping):
+            raise ChatError(
+                f"{where}[{i}]: expected a dict with 'role' and 'content', got {type(msg).__name__}"
+            )
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise ChatError(
+                f"{where}[{i}]: unknown role {role!r}; expected one of {', '.join(ROLES)}"
+            )
+        if not isinstance(content, str):
+            raise ChatError(
+                f"{where}[{i}] ({role}): content must be a string, got {type(content).__name__}"
+            )
+        if role == "system" and i != 0:
+            raise ChatError(f"{where}[{i}]: a system message is only allowed first")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _tokenizer_of(tokenizer_or_model: Any) -> Any:
+    tok = getattr(tokenizer_or_model, "tokenizer", None)
+    return tok if tok is not None else tokenizer_or_model
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=False
+    )
+    return str(text)
+
+
+def _sentinel(i: int) -> str:
+    return f"\ue000{i}\ue001"
+
+
+def _render_pair(
+    tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool
+) -> tuple[str, str, list[dict[str, str]]]:
+    """Render real and sentinel texts; merge a system message into the first user turn when the
+    template has no system role. Returns (real, sentinel, messages as rendered)."""
+    sentinels = [{"role": m["role"], "content": _sentinel(i)} for i, m in enumerate(messages)]
+    try:
+        return (
+            _render(tokenizer, messages, add_generation_prompt),
+            _render(tokenizer, sentinels, add_generation_prompt),
+            messages,
+        )
+    except Exception as err:  # jinja raises TemplateError for "System role not supported"
+        if messages[0]["role"] != "system":
+            raise ChatError(f"the chat template failed to render: {err}") from err
+    # No system role: prepend the system text to the first user turn.
+    if len(messages) < 2 or messages[1]["role"] != "user":
+        raise ChatError(
+            "messages[1]: this template has no system role, so a system message must be followed by a user message"
+        )
+    merged = [
+        {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]},
+        *messages[2:],
+    ]
+    merged_s = [{"role": "user", "content": _sentinel(0) + "\n\n" + _sentinel(1)}, *sentinels[2:]]
+    return (
+        _render(tokenizer, merged, add_generation_prompt),
+        _render(tokenizer, merged_s, add_generation_prompt),
+        messages,
+    )
+
+
+def _char_spans(real: str, sentinel_text: str, contents: list[str]) -> list[tuple[int, int]]:
+    pieces = _SENTINEL.split(sentinel_text)
+    literals, order = pieces[0::2], [int(x) for x in pieces[1::2]]
+    if order != list(range(len(contents))):
+        raise ChatError(
+            f"the chat template reorders or drops messages (order {order}); cannot align spans"
+        )
+    if not real.startswith(literals[0]):
+        raise ChatError(
+            "the chat template renders differently for the real contents; cannot align spans"
+        )
+    pos = len(literals[0])
+    spans: list[tuple[int, int]] = []
+    for k, content in enumerate(contents):
+        follow = literals[k + 1]
+        is_last = k == len(contents) - 1
+        for cand in dict.fromkeys((content, content.strip(), content.rstrip(), content.lstrip())):
+            end = pos + len(cand)
+            if real.startswith(cand, pos) and (
+                real[end:] == follow if is_last else real.startswith(follow, end)
+            ):
+                spans.append((pos, end))
+                pos = end + len(follow)
+                break
+        else:
+            raise ChatError(f"messages[{k}]: cannot find its content in the rendered chat template")
+    return spans
+
+
+def _token_span(offsets: list[tuple[int, int]], text: str, a: int, b: int) -> tuple[int, int]:
+    """Tokens covering at least one non-whitespace character of ``text[a:b]``."""
+    hits = [
+        t
+        for t, (s, e) in enumerate(offsets)
+        if min(e, b) > max(s, a) and text[max(s, a) : min(e, b)].strip()
+    ]
+    if not hits:
+        # Empty or whitespace-only content: an empty span placed where the content starts.
+        first = next((t for t, (s, e) in enumerate(offsets) if e > a), len(offsets))
+        return first, first
+    return hits[0], hits[-1] + 1
+
+
+def _canon(text: str) -> str:
+    """Text modulo edge whitespace and Unicode compatibility forms (some tokenizers normalise)."""
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def _repair(tokenizer: Any, ids: list[int], start: int, end: int, content: str) -> tuple[int, int]:
+    """Offsets of byte-level tokenizers can misplace a token that merges the last template byte
+    with the first content byte (rare characters). Widen by one token where that makes the
+    span decode to the content; otherwise keep the offset-based span."""
+    want = _canon(content)
+    if _canon(tokenizer.decode(ids[start:end])) == want:
+        return start, end
+    for s, e in ((start - 1, end), (start, end + 1), (start - 1, end + 1)):
+        if s >= 0 and e <= len(ids) and _canon(tokenizer.decode(ids[s:e])) == want:
+            return s, e
+    return start, end
+
+
+def format_conversation(
+    tokenizer_or_model: Any,
+    messages: Sequence[Message],
+    *,
+    add_generation_prompt: bool = False,
+) -> FormattedConversation:
+    """Tokenize a chat with its template and return the content span of every message.
+
+    Args:
+        tokenizer_or_model: a HF (fast) tokenizer with a chat template, or a model with
+            ``.tokenizer`` (a TransformerBridge).
+        messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
+        add_generation_prompt: end with the assistant header, ready for generation.
+
+    Raises:
+        ChatError: empty list, unknown role, non-string content, misplaced system message, or a
+            template that cannot be aligned. The message names the offending index.
+    """
+    tokenizer = _tokenizer_of(tokenizer_or_model)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ChatError(
+            "this tokenizer has no chat template (a base model?); pass a tokenizer with one"
+        )
+    msgs = validate_messages(messages)
+    msgs = [
+        {
+            "role": m["role"],
+            "content": _THINK.sub("", m["content"]) if m["role"] == "assistant" else m["content"],
+        }
+        for m in msgs
+    ]
+    real, sentinel_text, _ = _render_pair(tokenizer, msgs, add_generation_prompt)
+    char_spans = _char_spans(real, sentinel_text, [m["content"] for m in msgs])
+    enc = tokenizer(real, add_special_tokens=False, return_offsets_mapping=True)
+    offsets: list[tuple[int, int]] = [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
+    spans = []
+    users_seen = 0
+    for i, (m, (a, b)) in enumerate(zip(msgs, char_spans, strict=True)):
+        users_seen += m["role"] == "user"
+        start, end = _repair(
+            tokenizer, enc["input_ids"], *_token_span(offsets, real, a, b), m["content"]
+        )
+        spans.append(
+            MessageSpan(role=m["role"], index=i, turn=max(users_seen - 1, 0), start=start, end=end)
+        )
+    ids = torch.tensor(enc["input_ids"], dtype=torch.long)
+    return FormattedConversation(
+        input_ids=ids, text=real, spans=tuple(spans), generation_prompt=add_generation_prompt
+    )
