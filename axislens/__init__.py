@@ -15,11 +15,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from axislens.chat import ChatError, FormattedConversation, MessageSpan, format_conversation
+from axislens.collect import CollectSummary, collect
 from axislens.generate import (
     BridgeBackend,
     SamplingConfig,
+    generate_responses,
     generate_text,
     generate_tokens,
+    persona_items,
     stop_token_ids,
 )
 from axislens.models import (
@@ -31,22 +34,52 @@ from axislens.models import (
     prepare_model,
     tiny_model,
 )
+from axislens.personas import (
+    CATEGORIES,
+    DefaultPrompts,
+    PersonaError,
+    Personas,
+    Question,
+    Role,
+    Trait,
+    TraitPair,
+    default_rubric,
+    load_personas,
+)
+from axislens.store import ActivationStore, ItemRecord, StoreError
 
 __all__ = [
+    "CATEGORIES",
     "EMBEDDED_MODELS",
+    "ActivationStore",
     "BridgeBackend",
     "ChatError",
+    "CollectSummary",
+    "DefaultPrompts",
     "FormattedConversation",
+    "ItemRecord",
     "MessageSpan",
     "ModelError",
     "ModelProvenance",
+    "PersonaError",
+    "Personas",
+    "Question",
+    "Role",
     "SamplingConfig",
+    "StoreError",
+    "Trait",
+    "TraitPair",
     "__version__",
+    "collect",
+    "default_rubric",
     "format_conversation",
+    "generate_responses",
     "generate_text",
     "generate_tokens",
     "load_model",
+    "load_personas",
     "model_provenance",
+    "persona_items",
     "prepare_model",
     "stop_token_ids",
     "tiny_model",
