@@ -135,6 +135,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         ),
     )
 }
+"""The embedded real models by name: chat models shipped as GGUF inside PyPI wheels."""
 
 
 def cache_dir() -> Path:
