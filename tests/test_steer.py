@@ -553,3 +553,57 @@ def test_embedded_model_steering_and_capping(smol):
     floor = torch.tensor(taus, dtype=torch.float64)[:, None] - 1e-3
     assert bool((both[list(cap_layers)] >= floor).all())
     assert bool((steered[list(cap_layers), -1] < floor[:, 0]).any())
+
+
+@pytest.mark.slow
+def test_embedded_model_store_axis_steers_and_caps(smol, tmp_path):
+    """The must-hold with an axis from an activation store (prefill store of 12 roles x 2 prompts
+    x 2 questions + the default prompts): steering away lowers later-layer projections and
+    changes the greedy self-introduction; a cap calibrated from the store leaves an assistant
+    prompt whose projections are above the thresholds bit-identical."""
+    from axislens.store import ActivationStore
+
+    personas = axislens.load_personas()
+    roles = [r.name for r in personas.spread_roles()[:12]]
+    items = axislens.persona_items(personas, roles=roles, n_prompts=2, n_questions=2)
+    axislens.collect(smol, items, tmp_path / "store", span="prefill", batch_size=16, progress=False)
+    store = ActivationStore.open(tmp_path / "store")
+    axis = axislens.assistant_axis(store, min_score=None, min_count=1)
+    n = smol.cfg.n_layers
+    conv = axislens.format_conversation(
+        smol, [{"role": "user", "content": "Who are you?"}], add_generation_prompt=True
+    )
+    names = [POST.format(la) for la in range(n)]
+
+    def projections(*ivs):
+        with intervene(smol, *ivs):
+            logits, cache = smol.run_with_cache(conv.input_ids[None], names_filter=names)
+        return logits, torch.stack(
+            [cache[POST.format(la)][0].double() @ axis.unit(la).double() for la in range(n)]
+        )
+
+    base_logits, base = projections()
+    norms = residual_norms(smol, [conv])
+    away = Intervention(Add(-0.5), axis, layers=range(8, 14), norm_units=norms)
+    _, steered = projections(away)
+    late = list(range(n - 8, n))
+    assert bool((steered[late, -1] < base[late, -1]).all())
+    sampling = SamplingConfig(max_new_tokens=16, temperature=0.0)
+    plain = generate_tokens(smol, [conv.input_ids], sampling)[0]
+    with intervene(smol, away):
+        moved = generate_tokens(smol, [conv.input_ids], sampling)[0]
+    assert plain.tolist() != moved.tolist()
+
+    cap_cfg = axislens.calibrate_cap(store, axis, layers=range(19, 24), percentile=0.25)
+    # Precondition of the claim: every position of this prompt projects above tau there.
+    assert all(
+        float(base[la].min()) > tau
+        for la, tau in zip(cap_cfg.layers, cap_cfg.thresholds, strict=True)
+    )
+    with cap(smol, cap_cfg):
+        capped_logits = smol(conv.input_ids[None])
+    assert torch.equal(capped_logits, base_logits)
+    with intervene(smol, away), cap(smol, cap_cfg):
+        _, both = projections()
+    floor = torch.tensor(cap_cfg.thresholds, dtype=torch.float64)[:, None] - 1e-3
+    assert bool((both[list(cap_cfg.layers)] >= floor).all())
