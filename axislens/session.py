@@ -398,7 +398,8 @@ class ChatSession:
         from IPython.display import display
 
         handle = display(self._figure_now(layer), display_id=True)
-        self._displays.append((handle, layer))
+        if handle is not None:  # None outside IPython: nothing to update later
+            self._displays.append((handle, layer))
 
     def _refresh(self) -> None:
         for fig, layer in self._figures:

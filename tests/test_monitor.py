@@ -493,3 +493,23 @@ def test_embedded_model_projection_and_session(smol):
     r = s.send(CONV[1]["content"])
     prompt = axislens.format_conversation(smol, CONV[1:2], add_generation_prompt=True)
     assert r.reply == axislens.generate_text(smol, [prompt], sampling)[0]
+
+
+def test_display_outside_ipython_does_not_break_later_turns(tiny_llama):
+    axis = Direction(
+        torch.randn(
+            tiny_llama.cfg.n_layers,
+            tiny_llama.cfg.d_model,
+            generator=torch.Generator().manual_seed(0),
+        ),
+        method="test",
+    )
+    session = axislens.chat_session(
+        tiny_llama,
+        axis=axis,
+        monitor_layers=[1],
+        sampling=axislens.SamplingConfig(max_new_tokens=3, temperature=0.0),
+    )
+    session.display()
+    report = session.send("Hello there")
+    assert report.turn == 0 and set(report.projections) == {1}
