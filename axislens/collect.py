@@ -250,7 +250,8 @@ def span_means(
 
     def recorder(name: str, h: str, j: int) -> Any:
         def record(act: torch.Tensor, hook: Any) -> None:
-            out[h][:, j] = torch.einsum("bp,bpd->bd", w, act.float()).cpu()
+            wd = w if w.device == act.device else w.to(act.device)  # layers split over GPUs
+            out[h][:, j] = torch.einsum("bp,bpd->bd", wd, act.float()).cpu()
             fired.add(name)
             if needed <= fired:
                 raise _Stop

@@ -45,6 +45,7 @@ __all__ = [
     "ModelError",
     "ModelProvenance",
     "cache_dir",
+    "layer_device",
     "load_model",
     "model_provenance",
     "prepare_model",
@@ -317,6 +318,15 @@ def model_provenance(model: Any) -> ModelProvenance:
             chat_template_sha256=_text_sha(template),
         )
     return prov  # type: ignore[no-any-return]
+
+
+def layer_device(model: Any, layer: int) -> torch.device:
+    """Device holding block ``layer``'s weights (differs per layer when a model is split over
+    several GPUs with a ``device_map``); ``model.cfg.device`` when it cannot be told."""
+    try:
+        return next(model.blocks[layer].parameters()).device  # type: ignore[no-any-return]
+    except (AttributeError, IndexError, StopIteration, TypeError):
+        return torch.device(model.cfg.device)
 
 
 def _text_sha(text: str | None) -> str | None:

@@ -421,8 +421,11 @@ def _fit(
     return best[1], cuts[best[0]], full
 
 
-def _units(direction: Direction, layers: Sequence[int], device: Any) -> list[Tensor]:
-    return [direction.unit(layer).to(device) for layer in layers]
+def _units(direction: Direction, layers: Sequence[int], model: Any) -> list[Tensor]:
+    """Unit vectors, each on the device of its layer (models split over GPUs)."""
+    from axislens.models import layer_device
+
+    return [direction.unit(layer).to(layer_device(model, layer)) for layer in layers]
 
 
 def _decode_each(tokenizer: Any, ids: Sequence[int]) -> list[str]:
@@ -523,9 +526,7 @@ def project_conversation(
             UserWarning,
             stacklevel=2,
         )
-    proj = _token_projections(
-        model, conv.input_ids, _units(axis, layer_t, model.cfg.device), layer_t, hook
-    )
+    proj = _token_projections(model, conv.input_ids, _units(axis, layer_t, model), layer_t, hook)
     spans = [s for s in conv.spans if s.role in ("user", "assistant")]
     ids = conv.input_ids.tolist()
     strings = _decode_each(model.tokenizer, [i for s in spans for i in ids[s.start : s.end]])

@@ -32,6 +32,7 @@ from axislens._types import Tensor
 from axislens.collect import hook_name, resolve_layers
 from axislens.directions import CapConfig, Direction
 from axislens.generate import SamplingConfig, _sample, item_seed, stop_token_ids
+from axislens.models import layer_device
 from axislens.monitor import (
     DriftTrajectory,
     TurnProjection,
@@ -147,7 +148,7 @@ class ChatSession:
         self.engaged = cap is not None and drift_threshold is None
         self._watch = engage == "token" and cap is not None and drift_threshold is not None
         device = model.cfg.device
-        self._units = _units(axis, self.layers, device)
+        self._units = _units(axis, self.layers, model)
         self._stops = set(stop_token_ids(model.tokenizer))
         self._history: list[dict[str, str]] = (
             [{"role": "system", "content": system}] if system is not None else []
@@ -174,7 +175,7 @@ class ChatSession:
         if self.cap is not None:
             for layer, tau in zip(self.cap.layers, self.cap.thresholds, strict=True):
                 name = hook_name(self.cap.direction.hook, layer)
-                v = self.cap.direction.unit(layer).to(device)
+                v = self.cap.direction.unit(layer).to(layer_device(self.model, layer))
                 points[name] = (points.get(name, (None, None))[0], (v, tau))
         trig_j = self.layers.index(self.trigger_layer)
 

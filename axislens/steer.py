@@ -46,6 +46,7 @@ import torch
 
 from axislens._types import Float, Tensor
 from axislens.directions import CapConfig, CeilingCap, Direction, HookName
+from axislens.models import layer_device
 from axislens.steer_ops import (
     _OPS,
     Ablate,
@@ -254,7 +255,6 @@ def _compile(
     n_layers, d_model = _model_sizes(model)
     names = set(model.hook_dict)
     dtype = torch.promote_types(model.cfg.dtype, torch.float32)
-    device = torch.device(model.cfg.device)
     hooks: list[tuple[str, Callable[..., Any]]] = []
     captures: list[tuple[str, Callable[..., Any]]] = []
     for k, iv in enumerate(ivs):
@@ -295,7 +295,8 @@ def _compile(
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None
             v = iv.direction.vectors[layer]
-            ctx = _Ctx(v.to(device, dtype), u.to(device, dtype), scale)
+            dev = layer_device(model, layer)  # per layer: models split over GPUs
+            ctx = _Ctx(v.to(dev, dtype), u.to(dev, dtype), scale)
             kernel = iv.op.kernel(ctx, i, len(layers))
             if iv.hook == "resid_mid":
                 slot: dict[str, Tensor] = {}
