@@ -16,7 +16,10 @@ and measures against the unsteered run, over a batch of prompts, with one batche
 ``drop@k``: unsteered minus ablated projection at readout layer ``k``.
 
 Batches are right-padded (causal attention keeps real tokens blind to padding), so a prompt's
-numbers do not depend on what it is batched with, up to float rounding.
+numbers do not depend on what it is batched with, up to float rounding. A token prefix shared by
+every row of a batch (e.g. the chat template's default system prompt) is computed once per
+setting, under the same interventions, and reused through a KV cache: the same numbers for
+fewer tokens.
 
 Example:
     >>> res = layer_sweep(model, axis, ["Who are you?"], layers=range(0, 30, 3),
@@ -175,6 +178,7 @@ class _Batch:
     first_row: Tensor  # [prompts] row holding each prompt alone (or with its first continuation)
     conts: tuple[tuple[int, int, int, Tensor], ...]  # (row, prompt, cont index, cont ids)
     prompt_len: int | None
+    prefix: int = 0  # leading tokens shared by every row: run once, then reused via a KV cache
 
 
 def _batch(
@@ -203,7 +207,19 @@ def _batch(
         torch.tensor(first),
         tuple(cinfo),
         len(prompts[0]) if same_len else None,
+        _shared_prefix(rows, min(last)),
     )
+
+
+def _shared_prefix(rows: Sequence[Tensor], limit: int, minimum: int = 8) -> int:
+    """Length of the token prefix common to all rows (at most ``limit``, so every prompt's last
+    token stays outside it); 0 when too short or a single row (nothing to share)."""
+    if len(rows) < 2:
+        return 0
+    n = min(limit, *(len(r) for r in rows))
+    same = (torch.stack([r[:n] for r in rows]) == rows[0][:n]).all(0)
+    k = int(same.long().cumprod(0).sum())
+    return k if k >= minimum else 0
 
 
 @torch.no_grad()
@@ -223,15 +239,30 @@ def _measure(
         return read
 
     fwd = [(f"blocks.{layer}.hook_resid_post", reader(k)) for k, layer in enumerate(readouts)]
-    with intervene(model, *ivs, prompt_len=batch.prompt_len), model.hooks(fwd_hooks=fwd):
-        logits = model(batch.ids.to(device), attention_mask=batch.mask.to(device))
-    logp = torch.log_softmax(logits.double(), dim=-1)
-    next_lp = logp[rows, last].cpu()
+    ids, mask, shift = batch.ids.to(device), batch.mask.to(device), batch.prefix
+    with intervene(model, *ivs, prompt_len=batch.prompt_len):
+        kwargs: dict[str, Any] = {}
+        if shift:
+            # The shared prefix (e.g. a chat template's system prompt) runs once under the same
+            # interventions; its keys/values are then repeated for every row.
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.original_model.config)
+            model(ids[:1, :shift], past_key_values=cache, use_cache=True, return_type=None)
+            cache.batch_repeat_interleave(ids.shape[0])
+            width = ids.shape[1] - shift
+            pos = torch.arange(shift, shift + width, device=device).expand(ids.shape[0], width)
+            kwargs = {"past_key_values": cache, "use_cache": True, "position_ids": pos}
+            last = last - shift
+        with model.hooks(fwd_hooks=fwd):
+            logits = model(ids[:, shift:], attention_mask=mask, **kwargs)
+    next_lp = torch.log_softmax(logits[rows, last].double(), dim=-1).cpu()
     cont = torch.zeros(len(batch.conts), dtype=torch.float64)
     for i, (row, p, _j, c) in enumerate(batch.conts):
-        start = int(batch.last[p]) + 1
-        pos = torch.arange(start - 1, start - 1 + len(c), device=logp.device)
-        cont[i] = logp[row, pos, c.to(logp.device)].sum().cpu()
+        start = int(batch.last[p]) + 1 - shift
+        pos_c = torch.arange(start - 1, start - 1 + len(c), device=logits.device)
+        lp = torch.log_softmax(logits[row, pos_c].double(), dim=-1)
+        cont[i] = lp[torch.arange(len(c)), c.to(lp.device)].sum().cpu()
     proj = torch.stack([got[k].cpu() for k in range(len(readouts))], dim=-1)
     return proj, next_lp, cont
 

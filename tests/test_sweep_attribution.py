@@ -139,6 +139,38 @@ def test_layer_sweep_matches_unbatched_reference(tiny_llama):
     torch.testing.assert_close(one.values, res.values, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_gemma"])
+def test_layer_sweep_shared_prefix_matches_reference(request, family):
+    """Chat prompts share the template's prefix: it runs once and is reused via a KV cache."""
+    from axislens.sweep import _batch
+
+    model = request.getfixturevalue(family)
+    d = _direction(model, seed=12)
+    system = {"role": "system", "content": "You are a helpful assistant who answers briefly."}
+    prompts = [
+        axislens.format_conversation(
+            model, [system, {"role": "user", "content": q}], add_generation_prompt=True
+        )
+        for q in ("Who are you?", "What is your name, friend?", "Tell me about yourself.")
+    ]
+    ids = [as_prompt_ids(model, p) for p in prompts]
+    assert _batch(model, ids, [], False).prefix >= 8
+    res = layer_sweep(
+        model, d, prompts, layers=[1], strengths=(2.0,), readout_layers=(2,), continuations=CONTS
+    )
+    iv = Intervention(Add(2.0), d, layers=[1])
+    base = [_reference(model, d, p, [], 2, CONTS) for p in prompts]
+    steered = [_reference(model, d, p, [iv], 2, CONTS) for p in prompts]
+    row = dict(zip(res.metrics, res.values[0, 0].tolist(), strict=True))
+    assert row["proj@2"] == pytest.approx(sum(s[0] for s in steered) / 3, abs=1e-4)
+    kl = sum(float((b[1].exp() * (b[1] - s[1])).sum()) for b, s in zip(base, steered, strict=True))
+    assert row["kl"] == pytest.approx(kl / 3, rel=1e-3, abs=1e-6) and row["kl"] > 1e-4
+    dcont = sum(s[2] - b[2] for b, s in zip(base, steered, strict=True)) / 3
+    assert row["dlogp:ai"] == pytest.approx(float(dcont[0]), abs=1e-3)
+    assert row["dlogp:ghost"] == pytest.approx(float(dcont[1]), abs=1e-3)
+    assert res.baseline["proj@2"] == pytest.approx(sum(b[0] for b in base) / 3, abs=1e-4)
+
+
 def test_sweep_response_positions(tiny_llama):
     """Response-only steering cannot move the prompt's last token but moves the continuation."""
     model = tiny_llama
