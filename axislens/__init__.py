@@ -12,47 +12,42 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from axislens import _legacy
 from axislens.analysis import (
+    PCA1,
+    Bootstrap,
+    CrossModelLoadings,
     DirectionMethod,
+    LayerProfile,
     MeanDiff,
+    PersonaPCA,
+    Probe,
+    ProbeResult,
     RoleProjections,
     RoleVectors,
+    SplitHalf,
+    StoreProjections,
+    TraitCosines,
+    TraitVectors,
     assistant_axis,
+    bootstrap,
+    calibrate_cap,
+    compare_loadings,
+    cross_model,
+    layer_profile,
+    persona_pca,
+    project_store,
     role_projections,
     role_vectors,
+    split_half,
+    trait_cosines,
+    trait_vectors,
 )
-from axislens.attribution import (
-    Attribution,
-    Decomposition,
-    LogitLens,
-    attribute,
-    decompose,
-    logit_lens,
-)
-from axislens.chat import ChatError, FormattedConversation, MessageSpan, format_conversation
-from axislens.collect import CollectSummary, collect
-from axislens.directions import CapConfig, CeilingCap, Direction
-from axislens.evalsets import (
-    AttackPrompt,
-    EvalSet,
-    EvalSetError,
-    IdentityProbe,
-    QAItem,
-    load_eval_set,
-)
-from axislens.evaluation import EvalResult, Setting, SettingResult, evaluate
-from axislens.generate import (
+from axislens.collection import (
     BridgeBackend,
-    SamplingConfig,
-    generate_responses,
-    generate_text,
-    generate_tokens,
-    persona_items,
-    stop_token_ids,
-)
-from axislens.judge import (
+    CollectSummary,
     Judge,
     JudgeError,
     JudgeRequest,
@@ -61,35 +56,81 @@ from axislens.judge import (
     KeepAll,
     ModelJudge,
     OpenAIJudge,
+    collect,
+    generate_responses,
     judge_store,
     parse_score,
+    persona_items,
 )
-from axislens.models import (
+from axislens.directions import CapConfig, CeilingCap, Direction
+from axislens.evals import (
+    AttackPrompt,
+    Attribution,
+    Decomposition,
+    EvalResult,
+    EvalSet,
+    EvalSetError,
+    IdentityProbe,
+    LogitLens,
+    QAItem,
+    Setting,
+    SettingResult,
+    SweepResult,
+    ablation_sweep,
+    attribute,
+    decompose,
+    evaluate,
+    layer_sweep,
+    load_eval_set,
+    logit_lens,
+)
+from axislens.interventions import (
+    Ablate,
+    Add,
+    All,
+    CapCeiling,
+    CapFloor,
+    ClampBand,
+    Intervention,
+    Last,
+    MeanAblate,
+    Prompt,
+    Response,
+    Spans,
+    ablate,
+    cap,
+    cap_intervention,
+    intervene,
+    residual_norms,
+    steer,
+)
+from axislens.model import (
     EMBEDDED_MODELS,
+    ChatError,
+    FormattedConversation,
+    MessageSpan,
     ModelError,
     ModelProvenance,
+    SamplingConfig,
+    format_conversation,
+    generate_text,
+    generate_tokens,
     load_model,
     model_provenance,
     prepare_model,
+    stop_token_ids,
     tiny_model,
 )
-from axislens.monitor import (
+from axislens.monitoring import (
+    ChatSession,
     DriftTrajectory,
     Transcript,
     TranscriptError,
     TurnProjection,
+    TurnReport,
+    chat_session,
     load_transcript,
     project_conversation,
-)
-from axislens.persona_space import (
-    PCA1,
-    CrossModelLoadings,
-    LayerProfile,
-    PersonaPCA,
-    compare_loadings,
-    cross_model,
-    layer_profile,
-    persona_pca,
 )
 from axislens.personas import (
     CATEGORIES,
@@ -103,35 +144,7 @@ from axislens.personas import (
     default_rubric,
     load_personas,
 )
-from axislens.probe import Probe, ProbeResult
-from axislens.session import ChatSession, TurnReport, chat_session
-from axislens.stability import Bootstrap, SplitHalf, bootstrap, split_half
-from axislens.steer import (
-    Intervention,
-    ablate,
-    cap,
-    cap_intervention,
-    intervene,
-    residual_norms,
-    steer,
-)
-from axislens.steer_ops import (
-    Ablate,
-    Add,
-    All,
-    CapCeiling,
-    CapFloor,
-    ClampBand,
-    Last,
-    MeanAblate,
-    Prompt,
-    Response,
-    Spans,
-)
 from axislens.store import ActivationStore, ItemRecord, StoreError
-from axislens.sweep import SweepResult, ablation_sweep, layer_sweep
-from axislens.thresholds import StoreProjections, calibrate_cap, project_store
-from axislens.traits import TraitCosines, TraitVectors, trait_cosines, trait_vectors
 
 __all__ = [
     "CATEGORIES",
@@ -256,3 +269,5 @@ __all__ = [
     "trait_cosines",
     "trait_vectors",
 ]
+
+_legacy.install()  # 0.1 module paths keep importing, with a DeprecationWarning

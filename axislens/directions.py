@@ -46,7 +46,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _safetensors_bytes
 
-from axislens import ops
+from axislens import kernels as ops
 from axislens._types import Float, LayerVecs, Tensor, Vec
 
 __all__ = ["CapConfig", "CeilingCap", "Direction", "HookName"]
@@ -521,7 +521,7 @@ class CapConfig:
         return self.thresholds[_index_of(self.layers, layer, "CapConfig")]
 
     def apply(self, h: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_model"]:
-        """Apply the floor cap of ``layer`` to ``h`` with :func:`axislens.ops.cap_floor`."""
+        """Apply the floor cap of ``layer`` to ``h`` with :func:`axislens.kernels.cap_floor`."""
         return ops.cap_floor(h, self.direction.vectors[layer], self.threshold(layer))
 
     # ---- conventions

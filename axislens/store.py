@@ -152,7 +152,7 @@ IDENTITY_FIELDS = ("model", "hooks", "layers", "span", "d_model", "dtype")
 class ActivationStore:
     """A directory of stored items, span-mean activations and judge scores.
 
-    Create with :meth:`create` (or let :func:`axislens.collect` do it), open with :meth:`open`.
+    Create with :meth:`create` (or let :func:`axislens.collection.activations` do it), open with :meth:`open`.
     Reading is lazy: records and scores are small JSON; activation shards are memory-mapped with
     safetensors and only the requested hook/layers/items are materialised.
     """

@@ -35,7 +35,7 @@ def build(out: Path) -> Path:
     )
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        # ``axislens.collect`` is both a submodule and a function re-exported by the package.
+        # ``axislens.collection.activations`` is both a submodule and a function re-exported by the package.
         warnings.filterwarnings("ignore", message="The module specification", category=UserWarning)
         pdoc.pdoc(*modules(), output_directory=out)
     return out / "axislens.html"

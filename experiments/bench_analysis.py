@@ -27,9 +27,9 @@ import torch
 from safetensors.torch import load_file
 
 from axislens.analysis import role_vectors
-from axislens.persona_space import layer_profile
+from axislens.analysis.space import layer_profile
+from axislens.analysis.thresholds import calibrate_cap
 from axislens.store import ActivationStore, ItemRecord
-from axislens.thresholds import calibrate_cap
 
 N_LAYERS, D_MODEL = 30, 576
 

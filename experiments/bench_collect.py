@@ -3,10 +3,10 @@
     .venv/bin/python experiments/bench_collect.py            # ~4-6 min on 2 CPU cores
     .venv/bin/python experiments/bench_collect.py --quick    # smaller sizes, for a smoke test
 
-(a) Collection throughput on smollm2-135m-instruct: ``axislens.collect`` end to end (templating,
+(a) Collection throughput on smollm2-135m-instruct: ``axislens.collection.activations`` end to end (templating,
     span arithmetic, hooks, store writes) and its forward loop alone (``span_means``), against a
     bare HF forward (``model.original_model``, no hooks, ``torch.no_grad``) over exactly the same
-    right-padded batches (built with ``axislens.collect._fit`` / ``_chunks``, as collect does).
+    right-padded batches (built with ``axislens.collection.activations._fit`` / ``_chunks``, as collect does).
     The HF reference runs the decoder only (``original_model.model``: collect stops after the
     last block, so it does no unembedding either), with eager attention (what the bridge uses)
     and with the HF default sdpa; the full ``LlamaForCausalLM`` forward with logits is printed
@@ -42,8 +42,8 @@ if (REPO / ".cache" / "axislens").is_dir():
 import torch  # noqa: E402
 
 import axislens  # noqa: E402
-from axislens.collect import _chunks, _fit, collect, span_means, span_policy  # noqa: E402
-from axislens.generate import SamplingConfig, generate_tokens  # noqa: E402
+from axislens.collection.activations import _chunks, _fit, collect, span_means, span_policy  # noqa: E402
+from axislens.model.decoding import SamplingConfig, generate_tokens  # noqa: E402
 from axislens.store import ItemRecord  # noqa: E402
 
 ANSWER = (

@@ -60,10 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import axislens
     from axislens.directions import CapConfig
-    from axislens.generate import SamplingConfig, generate_tokens
-    from axislens.steer import Intervention, cap, intervene, residual_norms
-    from axislens.steer_ops import Add
-    from axislens.sweep import last_token_resid, layer_sweep, prompt_contrast_axis
+    from axislens.evals.sweeps import last_token_resid, layer_sweep, prompt_contrast_axis
+    from axislens.interventions.attach import Intervention, cap, intervene, residual_norms
+    from axislens.interventions.operations import Add
+    from axislens.model.decoding import SamplingConfig, generate_tokens
 
     model = axislens.load_model(args.model, device=args.device)
     n = model.cfg.n_layers

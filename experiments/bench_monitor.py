@@ -37,7 +37,7 @@ import torch
 
 import axislens
 from axislens.directions import Direction
-from axislens.monitor import _token_projections, project_conversation
+from axislens.monitoring.projection import _token_projections, project_conversation
 
 USER = [
     "I've been feeling pretty overwhelmed at work lately and I don't really know who to talk to.",

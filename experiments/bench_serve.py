@@ -8,7 +8,7 @@ The same greedy requests (distinct prompts, ``--max-tokens`` new tokens each) ar
 1. in-process, one at a time (``generate_tokens(..., batch_size=1)``): the work the server does,
    since it serialises generation on one model;
 2. in-process, batched (``batch_size=--clients``): what cross-request batching could reach;
-3. through the server (``axislens.serve``, loopback, official ``openai`` client) from
+3. through the server (``axislens.serving.engine``, loopback, official ``openai`` client) from
    ``--clients`` threads at once, without projections (same work as 1);
 4. the same with per-request axis monitoring on (one extra teacher-forced pass per request).
 
@@ -52,10 +52,10 @@ def main() -> int:
     import torch
 
     import axislens
-    from axislens.chat import format_conversation
     from axislens.directions import Direction
-    from axislens.generate import SamplingConfig, generate_tokens
-    from axislens.serve import background_server, create_app
+    from axislens.model.chat import format_conversation
+    from axislens.model.decoding import SamplingConfig, generate_tokens
+    from axislens.serving.engine import background_server, create_app
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,7 +11,7 @@ window layer; steering adds ``coeff * v`` (the raw axis) at each window layer. E
 evaluated with :func:`axislens.evaluate` against the unsteered baseline.
 
 ``--build-store`` (when ``--store`` does not exist yet) collects a small store with
-:func:`axislens.cli_collect.run_collect`: the first ``--roles`` roles of the persona catalogue and
+:func:`axislens.cli.collect.run_collect`: the first ``--roles`` roles of the persona catalogue and
 the default prompts (``--prompts`` system prompts each) x ``--questions`` questions.
 ``--store-mode response`` (default) generates replies (temperature 0.7, top-p 0.9, up to
 ``--store-max-new-tokens``) and averages over their tokens, as the paper; ``prefill`` records the
@@ -125,7 +125,7 @@ def build_store(cfg: CapSweepConfig, model: Any) -> Path:
     """A small store of role and default activations: ``response`` mode generates replies
     (temperature 0.7, top-p 0.9, as the paper) and averages over their tokens; ``prefill`` mode
     records the last prompt token (no generation). No judge: every role response is kept."""
-    from axislens.cli_collect import run_collect
+    from axislens.pipelines import run_collect
 
     summary = run_collect(
         model,
@@ -145,15 +145,15 @@ def calibrate(store: Any, axis: Any, layers: Sequence[int], q: float) -> Any:
     try:
         from axislens import calibrate_cap  # type: ignore[attr-defined]
     except ImportError:  # not exported yet
-        from axislens.thresholds import calibrate_cap
+        from axislens.analysis.thresholds import calibrate_cap
     return calibrate_cap(store, axis, layers=layers, percentile=q)
 
 
 def grid(cfg: CapSweepConfig, store: Any, axis: Any, n_layers: int) -> list[Any]:
-    """The grid of :class:`axislens.evaluation.Setting` values (thresholds computed here)."""
-    from axislens.evaluation import Setting
-    from axislens.steer import Intervention, cap_intervention
-    from axislens.steer_ops import Add
+    """The grid of :class:`axislens.evals.harness.Setting` values (thresholds computed here)."""
+    from axislens.evals.harness import Setting
+    from axislens.interventions.attach import Intervention, cap_intervention
+    from axislens.interventions.operations import Add
 
     out = []
     for window in parse_windows(cfg.windows, n_layers):
@@ -303,10 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import axislens
     from axislens.directions import Direction
-    from axislens.eval_metrics import metrics_fingerprint
-    from axislens.evalsets import eval_set_summary, load_eval_set
-    from axislens.evaluation import SettingResult, evaluate
-    from axislens.models import model_provenance
+    from axislens.evals.harness import SettingResult, evaluate
+    from axislens.evals.metrics import metrics_fingerprint
+    from axislens.evals.sets import eval_set_summary, load_eval_set
+    from axislens.model.loading import model_provenance
     from axislens.store import ActivationStore, atomic_write_json
 
     cfg = parse_args(argv)
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = ev.subset(attacks=n(cfg.n_attacks), identity=n(cfg.n_identity), qa=n(cfg.n_qa))
     judge = None
     if cfg.judge_model:
-        from axislens.judge import OpenAIJudge
+        from axislens.collection.judges import OpenAIJudge
 
         judge = OpenAIJudge(cfg.judge_model, base_url=cfg.judge_base_url or None)
     provenance = {

@@ -6,7 +6,7 @@ an HTML report.
 
 Without ``--axis`` a quick stand-in axis is built from prompts (mean last-prompt-token residual
 of default-assistant system prompts minus that of role system prompts, same question; see
-``axislens.sweep.prompt_contrast_axis``) and saved next to the results. Strengths are in
+``axislens.evals.sweeps.prompt_contrast_axis``) and saved next to the results. Strengths are in
 units of each layer's average residual norm unless ``--no-norm-units``.
 
 Outputs in ``--out``: ``sweep.csv`` (tidy: layer, strength, metric, value), ``sweep.json``
@@ -111,7 +111,7 @@ def _conv(model: Any, system: str | None, question: str) -> Any:
 
 def report_html(result: Any, path: Path, title: str) -> Path:
     """One HTML page with a heatmap per metric (plotly.js inlined once: works offline)."""
-    from axislens.plots_steer import ablation_bars, sweep_heatmap
+    from axislens.plots.steering import ablation_bars, sweep_heatmap
 
     figs = [sweep_heatmap(result, m) for m in result.metrics if not m.startswith("proj@")]
     if result.kind == "ablation" or len(result.strengths) == 1:
@@ -139,9 +139,10 @@ def run(cfg: SweepConfig, model: Any = None) -> Any:
     import torch
 
     from axislens.directions import Direction
-    from axislens.steer import residual_norms
-    from axislens.steer_ops import Ablate, Add, parse_layers
-    from axislens.sweep import layer_sweep, prompt_contrast_axis
+    from axislens.evals.sweeps import layer_sweep, prompt_contrast_axis
+    from axislens.interventions.attach import residual_norms
+    from axislens.interventions.operations import Ablate, Add
+    from axislens.model.hooks import parse_layers
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -159,7 +160,7 @@ def run(cfg: SweepConfig, model: Any = None) -> Any:
         )
         axis.save(out / "axis.safetensors")
     norms = residual_norms(model, prompts) if cfg.norm_units else None
-    from axislens.generate import SamplingConfig
+    from axislens.model.decoding import SamplingConfig
 
     sampling = (
         SamplingConfig(max_new_tokens=cfg.generate_tokens, temperature=0.0)

@@ -48,7 +48,7 @@ def smol():
 
 @pytest.fixture(scope="session")
 def tokenizers():
-    from axislens.models import load_tokenizer
+    from axislens.model.loading import load_tokenizer
 
     return {
         name: load_tokenizer(name)

@@ -1,0 +1,84 @@
+"""The analysis stage, on cached activations only (never imports TransformerLens): role vectors
+and the Assistant Axis, persona-space PCA and layer profiles, linear probes, trait vectors,
+stability (split-half, bootstrap) and cap thresholds.
+"""
+
+from __future__ import annotations
+
+from axislens.analysis.probing import (
+    Probe,
+    ProbeResult,
+)
+from axislens.analysis.space import (
+    PCA1,
+    CrossModelLoadings,
+    LayerProfile,
+    PersonaPCA,
+    Scale,
+    compare_loadings,
+    cross_model,
+    layer_profile,
+    persona_pca,
+)
+from axislens.analysis.stability import (
+    Bootstrap,
+    SplitBy,
+    SplitHalf,
+    bootstrap,
+    split_half,
+)
+from axislens.analysis.thresholds import (
+    StoreProjections,
+    calibrate_cap,
+    project_store,
+)
+from axislens.analysis.traits import (
+    TraitCosines,
+    TraitVectors,
+    trait_cosines,
+    trait_vectors,
+)
+from axislens.analysis.vectors import (
+    DirectionMethod,
+    MeanDiff,
+    RoleProjections,
+    RoleVectors,
+    StoreSource,
+    assistant_axis,
+    role_projections,
+    role_vectors,
+)
+
+__all__ = [
+    "PCA1",
+    "Bootstrap",
+    "CrossModelLoadings",
+    "DirectionMethod",
+    "LayerProfile",
+    "MeanDiff",
+    "PersonaPCA",
+    "Probe",
+    "ProbeResult",
+    "RoleProjections",
+    "RoleVectors",
+    "Scale",
+    "SplitBy",
+    "SplitHalf",
+    "StoreProjections",
+    "StoreSource",
+    "TraitCosines",
+    "TraitVectors",
+    "assistant_axis",
+    "bootstrap",
+    "calibrate_cap",
+    "compare_loadings",
+    "cross_model",
+    "layer_profile",
+    "persona_pca",
+    "project_store",
+    "role_projections",
+    "role_vectors",
+    "split_half",
+    "trait_cosines",
+    "trait_vectors",
+]

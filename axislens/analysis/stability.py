@@ -1,0 +1,241 @@
+"""How stable are the axis and persona space? Split halves and seeded bootstrap intervals.
+
+- :func:`split_half` splits the responses in two (by question id, so the halves share no
+  question, or by item) and reports, per layer, the cosine between the two halves' axes.
+- :func:`bootstrap` resamples responses with replacement *within* each role and within the
+  defaults, recomputes the role vectors, and gives percentile intervals of the cosine between
+  each replicate's axis and the full-data axis, and of every role's PC1 loading.
+
+Both stream the store chunk by chunk and are deterministic for a given ``seed``.
+
+Example:
+    >>> sh = split_half(store, by="question", seed=0)  # doctest: +SKIP
+    >>> sh.cosines  # one per stored layer  # doctest: +SKIP
+    >>> bs = bootstrap(store, layer=15, n_boot=200, seed=0)  # doctest: +SKIP
+    >>> bs.axis_ci, bs.pc1_ci[:3]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+
+from axislens._types import Float, Tensor
+from axislens.analysis.space import Scale, _check_scale, _fit
+from axislens.analysis.vectors import StoreSource, _defaults, _open, _select, _stream
+
+__all__ = ["Bootstrap", "SplitBy", "SplitHalf", "bootstrap", "split_half"]
+
+SplitBy = Literal["question", "item"]
+_BOOT_BYTES = 512 << 20  # replicate role means held at once
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SplitHalf:
+    """Cosine per layer between the axes of two disjoint halves of the responses.
+
+    ``half_a`` lists the question ids (``by="question"``) or item ids (``by="item"``) of the
+    first half; ``roles`` the roles present in both halves (the others are dropped from both).
+    """
+
+    layers: tuple[int, ...]
+    cosines: Float[Tensor, " layer"]
+    by: str
+    seed: int
+    roles: tuple[str, ...]
+    half_a: tuple[str, ...]
+    n_items: tuple[int, int]
+
+
+def _generator(seed: int, stream: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + stream)
+
+
+def split_half(
+    source: StoreSource,
+    *,
+    by: SplitBy = "question",
+    seed: int = 0,
+    min_score: int | None = 3,
+    min_count: int = 50,
+    hook: str = "resid_post",
+    layers: Iterable[int] | None = None,
+) -> SplitHalf:
+    """Axes from two disjoint halves of the data, and their cosine at each layer.
+
+    Roles are chosen on the full data (``min_score``/``min_count`` as in
+    :func:`~axislens.analysis.vectors.assistant_axis`); a role absent from one half is dropped from both.
+    """
+    if by not in get_args(SplitBy):
+        raise ValueError(f"unknown split {by!r}; expected one of {list(get_args(SplitBy))}")
+    src = _open(source, hook)
+    cols = src.resolve_layers(layers)
+    sel = _select(src, "role", min_score, min_count)
+    defaults = _defaults(src)
+    if not defaults:
+        raise ValueError(f"{src.where}: no collected default responses; the axis needs them")
+    groups = (*sel.groups, defaults)
+    if by == "question":
+        qids = sorted({r.question_id for g in groups for _, r in g})
+        if len(qids) < 2:
+            raise ValueError(f"only {len(qids)} distinct question id(s); use by='item'")
+        perm = torch.randperm(len(qids), generator=_generator(seed))
+        half_a = {qids[int(i)] for i in perm[: len(qids) // 2]}
+        in_a = {r.id: r.question_id in half_a for g in groups for _, r in g}
+    else:
+        in_a, half_a = {}, set()
+        for k, g in enumerate(groups):
+            perm = torch.randperm(len(g), generator=_generator(seed, k + 1))
+            chosen = {g[int(i)][1].id for i in perm[: (len(g) + 1) // 2]}
+            half_a |= chosen
+            in_a.update({r.id: r.id in chosen for _, r in g})
+    role_sum = torch.zeros(2, len(cols), src.d_model, dtype=torch.float64)
+    kept: list[str] = []
+    default = role_sum.clone()
+    n_items = [0, 0]
+    for g, chunks in itertools.groupby(_stream(src, groups, cols), key=lambda t: t[0]):
+        sums = torch.zeros(2, len(cols), src.d_model, dtype=torch.float64)
+        counts = [0, 0]
+        for _, recs, x in chunks:
+            mask = torch.tensor([in_a[r.id] for r in recs])
+            sums[0] += x[mask].sum(dim=0)
+            sums[1] += x[~mask].sum(dim=0)
+            counts[0] += int(mask.sum())
+            counts[1] += len(recs) - int(mask.sum())
+        if min(counts) == 0:
+            if g == len(groups) - 1:
+                raise ValueError("the default responses all fall in one half; use by='item'")
+            continue
+        means = sums / torch.tensor(counts, dtype=torch.float64)[:, None, None]
+        n_items = [n_items[0] + counts[0], n_items[1] + counts[1]]
+        if g == len(groups) - 1:
+            default = means
+        else:
+            role_sum += means
+            kept.append(sel.names[g])
+    if not kept:
+        raise ValueError("no role has responses in both halves; use by='item' or more data")
+    axes = default - role_sum / len(kept)
+    cos = (axes[0] * axes[1]).sum(-1) / (
+        torch.linalg.vector_norm(axes[0], dim=-1) * torch.linalg.vector_norm(axes[1], dim=-1)
+    )
+    return SplitHalf(
+        cols, cos, by, seed, tuple(kept), tuple(sorted(half_a)), (n_items[0], n_items[1])
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Bootstrap:
+    """Seeded bootstrap at one layer: percentile intervals at level ``ci``.
+
+    Fields:
+        axis_cosines: ``[boot]`` cos(replicate axis, full-data axis).
+        axis_ci: interval of those cosines.
+        names, pc1_loadings: roles and their full-data PC1 loadings (default-positive sign).
+        pc1_ci: ``[role, 2]`` interval of each role's loading over the replicates (each
+            replicate's PC1 sign-aligned with the full-data PC1).
+        pc1_cosines: ``[boot]`` |cos(replicate PC1, full PC1)|.
+    """
+
+    layer: int
+    n_boot: int
+    ci: float
+    seed: int
+    scale: str
+    axis_cosines: Float[Tensor, " boot"]
+    axis_ci: tuple[float, float]
+    names: tuple[str, ...]
+    pc1_loadings: Float[Tensor, " role"]
+    pc1_ci: Float[Tensor, "role 2"]
+    pc1_cosines: Float[Tensor, " boot"]
+
+
+def _cos(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum(-1) / (
+        torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
+    )
+
+
+def bootstrap(
+    source: StoreSource,
+    layer: int,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    ci: float = 0.95,
+    min_score: int | None = 3,
+    min_count: int = 50,
+    hook: str = "resid_post",
+    scale: Scale = "center",
+) -> Bootstrap:
+    """Bootstrap intervals of the axis (cosine to the full axis) and of PC1 role loadings.
+
+    Replicate ``b`` draws, for every role and for the defaults, as many responses as it has
+    with replacement (counts from a generator seeded by ``seed`` and the group's index). Memory
+    is bounded: replicates are processed in blocks of at most ~512 MiB, re-reading the store.
+    """
+    _check_scale(scale)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+        raise ValueError(f"n_boot must be an int >= 2, got {n_boot!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    src = _open(source, hook)
+    cols = src.resolve_layers([layer])
+    sel = _select(src, "role", min_score, min_count)
+    defaults = _defaults(src)
+    if not defaults:
+        raise ValueError(f"{src.where}: no collected default responses; the axis needs them")
+    groups = (*sel.groups, defaults)
+    n_roles, d = len(sel.names), src.d_model
+    block = max(1, min(n_boot, _BOOT_BYTES // (8 * len(groups) * d)))
+    full = torch.zeros(len(groups), d, dtype=torch.float64)
+    loads: list[Tensor] = []
+    pc1_cos: list[float] = []
+    axis_cos: list[Tensor] = []
+    for b0 in range(0, n_boot, block):
+        b1 = min(n_boot, b0 + block)
+        reps = torch.zeros(b1 - b0, len(groups), d, dtype=torch.float64)
+        for g, chunks in itertools.groupby(_stream(src, groups, cols), key=lambda t: t[0]):
+            n = len(groups[g])
+            idx = torch.randint(n, (n_boot, n), generator=_generator(seed, g))[b0:b1]
+            w = torch.zeros(b1 - b0, n, dtype=torch.float64).scatter_add_(
+                1, idx, torch.ones(idx.shape, dtype=torch.float64)
+            )
+            start = 0
+            for _, recs, x in chunks:
+                reps[:, g] += w[:, start : start + len(recs)] @ x[:, 0]
+                if b0 == 0:
+                    full[g] += x[:, 0].sum(dim=0)
+                start += len(recs)
+            reps[:, g] /= n
+        if b0 == 0:
+            full /= torch.tensor([len(g) for g in groups], dtype=torch.float64)[:, None]
+            axis = full[n_roles] - full[:n_roles].mean(dim=0)
+            base = _fit(full[:n_roles], scale, full[n_roles])
+            pc1 = base.components[0]
+        for rep in reps:
+            fit = _fit(rep[:n_roles], scale, rep[n_roles])
+            dot = float(fit.components[0] @ pc1)
+            loads.append((1.0 if dot >= 0 else -1.0) * fit.loadings[:, 0])
+            pc1_cos.append(abs(dot))
+        axis_cos.append(_cos(reps[:, n_roles] - reps[:, :n_roles].mean(dim=1), axis[None]))
+    axis_cosines = torch.cat(axis_cos)
+    q = torch.tensor([(1 - ci) / 2, (1 + ci) / 2], dtype=torch.float64)
+    lo, hi = (float(t) for t in torch.quantile(axis_cosines, q))
+    return Bootstrap(
+        layer=layer,
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+        scale=scale,
+        axis_cosines=axis_cosines,
+        axis_ci=(lo, hi),
+        names=sel.names,
+        pc1_loadings=base.loadings[:, 0],
+        pc1_ci=torch.quantile(torch.stack(loads), q, dim=0).T.contiguous(),
+        pc1_cosines=torch.tensor(pc1_cos, dtype=torch.float64),
+    )

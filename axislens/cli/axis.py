@@ -1,0 +1,92 @@
+"""``axislens axis``: the Assistant Axis, persona space and cap thresholds of a store, as files.
+
+Writes into ``--out``:
+
+- ``axis.safetensors``: the axis (:meth:`Direction.save`), one row per model layer;
+- ``cap.json`` (+ ``cap.safetensors``, its direction): floor-convention cap thresholds at the
+  cap layers (:func:`~axislens.analysis.vectors.calibrate_cap`);
+- ``summary.json``: the numbers behind every figure (PC1 variance, dims for 70/80/90/95%,
+  cos(axis, PC1) and axis norm per layer, role projections, thresholds, roles used/excluded);
+- ``report.html``: one self-contained page (plotly.js embedded once, works offline).
+
+Example (shell)::
+
+    axislens axis --store runs/smol --min-score 3 --min-count 50 --out runs/smol/axis
+
+Example (Python):
+    >>> summary = run_axis("runs/smol", "runs/smol/axis", min_score=None)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import TYPE_CHECKING
+
+from axislens.cli.app import command
+from axislens.pipelines import run_axis
+
+if TYPE_CHECKING:
+    pass
+
+__all__: list[str] = []
+
+
+def _min_score(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0-3 or 'none', got {text!r}") from None
+
+
+def _add_axis_args(p: argparse.ArgumentParser) -> None:
+    p.set_defaults(help_text="compute the Assistant Axis, persona space and cap thresholds")
+    p.add_argument("--store", required=True, help="activation store folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--layer", type=int, default=None, help="layer for PCA (default: middle)")
+    p.add_argument(
+        "--min-score",
+        type=_min_score,
+        default=3,
+        help="judge score a role response needs (0-3), or 'none' for all responses (default 3)",
+    )
+    p.add_argument("--min-count", type=int, default=50, help="responses a role needs (default 50)")
+    p.add_argument(
+        "--percentile", type=float, default=0.25, help="cap quantile, a fraction (default 0.25)"
+    )
+    p.add_argument(
+        "--cap-layers", default=None, help="'all', '21:26' or '21,23' (default: 70-85%% depth)"
+    )
+    p.add_argument("--scale", default="center", choices=["center", "center_l2"])
+    p.add_argument("--hook", default="resid_post")
+
+
+@command("axis", _add_axis_args)
+def _cmd_axis(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_axis(
+            args.store,
+            args.out,
+            layer=args.layer,
+            min_score=args.min_score,
+            min_count=args.min_count,
+            percentile=args.percentile,
+            cap_layers=args.cap_layers,
+            scale=args.scale,
+            hook=args.hook,
+        )
+    for w in caught:
+        print(f"note: {w.message}")
+    pca = summary["pca"]
+    print(
+        f"{summary['model']}: {len(summary['roles_used'])} roles used, "
+        f"{len(summary['roles_excluded'])} excluded, {summary['n_default']} default responses\n"
+        f"layer {pca['layer']}: PC1 explains {100 * pca['pc1_variance']:.1f}% of variance, "
+        f"{pca['dims']['70']} dims reach 70%, cos(axis, PC1) = {pca['cos_axis_pc1']:.3f}\n"
+        f"cap: layers {summary['cap']['layers']} at the {100 * args.percentile:g}th percentile\n"
+        f"wrote {', '.join(summary['files'])} to {args.out}"
+    )
+    return 0

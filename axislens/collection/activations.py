@@ -1,0 +1,406 @@
+"""Teacher-forced collection of per-layer span means into an :class:`ActivationStore`.
+
+For each conversation, one forward pass; inside the hooks, the activations of the requested hook
+points are reduced at once to a weighted mean over the span (``[batch, d_model]`` per layer), so
+memory grows with the batch, never with the dataset, and no full cache is kept. The forward
+stops right after the last requested layer (no unembedding, no unused top layers).
+
+Span policies (typed, see :class:`ResponseSpan`, :class:`AllTurnsSpan`, :class:`PrefillSpan`):
+
+- ``"response"``: mean over the tokens of the *last* assistant message's content;
+- ``"all_turns"``: mean over each assistant message's content, then over assistant turns;
+- ``"prefill"``: no response needed: the activation at the last token of the prompt formatted
+  with the generation prompt (the position from which the assistant starts speaking).
+
+Padding never changes a result: batches are right-padded, so causal attention keeps every real
+token blind to the pads; batched equals unbatched to float rounding.
+
+Example:
+    >>> summary = collect(model, store.query(kind=["role", "default"], collected=False), store)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from axislens.model.chat import FormattedConversation, format_conversation
+from axislens.model.hooks import hook_name, resolve_layers
+from axislens.model.loading import model_provenance
+from axislens.store import ActivationStore, ItemRecord, StoreError
+
+__all__ = [
+    "AllTurnsSpan",
+    "CollectSummary",
+    "PrefillSpan",
+    "ResponseSpan",
+    "SpanPolicy",
+    "collect",
+    "span_policy",
+]
+
+# --------------------------------------------------------------------------------------------
+# Span policies
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSpan:
+    """Mean over the content tokens of the last assistant message."""
+
+    name: str = "response"
+    generation_prompt: bool = False
+
+    def weights(self, conv: FormattedConversation) -> torch.Tensor | None:
+        spans = [s for s in conv.spans_of("assistant") if len(s)]
+        if not spans:
+            return None
+        w = torch.zeros(len(conv))
+        w[spans[-1].slice] = 1.0 / len(spans[-1])
+        return w
+
+    def prompt_messages(self, messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+        return list(messages)
+
+
+@dataclass(frozen=True, slots=True)
+class AllTurnsSpan:
+    """Mean over each assistant message's content tokens, then over assistant turns."""
+
+    name: str = "all_turns"
+    generation_prompt: bool = False
+
+    def weights(self, conv: FormattedConversation) -> torch.Tensor | None:
+        spans = [s for s in conv.spans_of("assistant") if len(s)]
+        if not spans:
+            return None
+        w = torch.zeros(len(conv))
+        for s in spans:
+            w[s.slice] += 1.0 / (len(s) * len(spans))
+        return w
+
+    def prompt_messages(self, messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+        return list(messages)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillSpan:
+    """The activation at the generation-prompt position (no response needed)."""
+
+    name: str = "prefill"
+    generation_prompt: bool = True
+
+    def weights(self, conv: FormattedConversation) -> torch.Tensor | None:
+        w = torch.zeros(len(conv))
+        w[-1] = 1.0
+        return w
+
+    def prompt_messages(self, messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+        msgs = list(messages)
+        while msgs and msgs[-1]["role"] == "assistant":
+            msgs.pop()
+        return msgs
+
+
+SpanPolicy = ResponseSpan | AllTurnsSpan | PrefillSpan
+_SPANS: dict[str, SpanPolicy] = {
+    "response": ResponseSpan(),
+    "all_turns": AllTurnsSpan(),
+    "prefill": PrefillSpan(),
+}
+
+
+def span_policy(span: str | SpanPolicy) -> SpanPolicy:
+    """``"response" | "all_turns" | "prefill"`` or a policy object."""
+    if isinstance(span, (ResponseSpan, AllTurnsSpan, PrefillSpan)):
+        return span
+    try:
+        return _SPANS[span]
+    except KeyError:
+        raise ValueError(
+            f"unknown span policy {span!r}; expected one of {', '.join(_SPANS)}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing items
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    record: ItemRecord
+    ids: torch.Tensor | None
+    weights: torch.Tensor | None
+
+
+def _fit(model: Any, record: ItemRecord, policy: SpanPolicy, max_tokens: int) -> _Prepared:
+    """Format one item; drop leading exchanges (keeping the system prompt) when it is longer than
+    the context, with a warning; skip it with a reason when even the last exchange is too long
+    or the span is empty."""
+    messages = policy.prompt_messages(record.messages)
+    if not messages:
+        return _Prepared(replace(record, skipped="no messages"), None, None)
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    body = messages[len(system) :]
+    dropped = 0
+    while True:
+        conv = format_conversation(
+            model, system + body, add_generation_prompt=policy.generation_prompt
+        )
+        if len(conv) <= max_tokens:
+            break
+        # Drop the oldest exchange (up to and including the next user message's reply).
+        cut = next((i for i in range(1, len(body)) if body[i]["role"] == "user"), None)
+        if cut is None:
+            reason = (
+                f"longer than the context ({len(conv)} tokens > {max_tokens}) even without history"
+            )
+            return _Prepared(replace(record, skipped=reason, n_tokens=len(conv)), None, None)
+        body = body[cut:]
+        dropped += cut
+    if dropped:
+        warnings.warn(
+            f"item {record.id!r}: longer than the context ({max_tokens} tokens); dropped the "
+            f"first {dropped} messages of history",
+            stacklevel=3,
+        )
+    weights = policy.weights(conv)
+    if weights is None:
+        return _Prepared(replace(record, skipped="empty response", n_tokens=len(conv)), None, None)
+    extra = {**record.extra, "truncated_messages": dropped} if dropped else record.extra
+    return _Prepared(
+        replace(record, n_tokens=len(conv), skipped=None, extra=extra), conv.input_ids, weights
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The forward pass
+# --------------------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised by the last needed hook to end the forward pass early."""
+
+
+@torch.no_grad()
+def span_means(
+    model: Any,
+    ids: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    *,
+    hooks: Sequence[str],
+    layers: Sequence[int],
+) -> dict[str, torch.Tensor]:
+    """Weighted span means for one right-padded batch: ``{hook: [batch, len(layers), d_model]}``
+    in float32. The forward stops after the last hook it needs."""
+    device = model.cfg.device
+    width = max(len(t) for t in ids)
+    pad = int(model.tokenizer.pad_token_id)
+    batch = torch.full((len(ids), width), pad, dtype=torch.long)
+    w = torch.zeros((len(ids), width), dtype=torch.float32)
+    for i, (t, wt) in enumerate(zip(ids, weights, strict=True)):
+        batch[i, : len(t)] = t
+        w[i, : len(t)] = wt
+    batch, w = batch.to(device), w.to(device)
+    out = {
+        h: torch.empty((len(ids), len(layers), model.cfg.d_model), dtype=torch.float32)
+        for h in hooks
+    }
+    last = max(layers)
+    fired: set[str] = set()
+    needed = {hook_name(h, last) for h in hooks}
+
+    def recorder(name: str, h: str, j: int) -> Any:
+        def record(act: torch.Tensor, hook: Any) -> None:
+            wd = w if w.device == act.device else w.to(act.device)  # layers split over GPUs
+            out[h][:, j] = torch.einsum("bp,bpd->bd", wd, act.float()).cpu()
+            fired.add(name)
+            if needed <= fired:
+                raise _Stop
+
+        return record
+
+    names = [hook_name(h, layer) for h in hooks for layer in layers]
+    fwd = [
+        (hook_name(h, layer), recorder(hook_name(h, layer), h, j))
+        for h in hooks
+        for j, layer in enumerate(layers)
+    ]
+    try:
+        with model.hooks(fwd_hooks=fwd):
+            model(batch, return_type=None)
+    except _Stop:
+        pass
+    missing = set(names) - fired
+    if missing:
+        raise RuntimeError(f"hooks never fired: {sorted(missing)[:3]}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CollectSummary:
+    """What a collection run did."""
+
+    items: int
+    collected: int
+    skipped: int
+    reused: int
+    tokens: int
+    seconds: float
+    skipped_reasons: Mapping[str, int]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.items} items: {self.collected} collected, {self.reused} already in store, "
+            f"{self.skipped} skipped; {self.tokens} tokens in {self.seconds:.1f} s "
+            f"({self.tokens_per_second:.0f} tokens/s)"
+        )
+
+
+def _chunks(items: Sequence[_Prepared], batch_size: int) -> Iterator[list[_Prepared]]:
+    """Deterministic chunks of the full item list, sorted by length (little padding)."""
+    order = sorted(items, key=lambda p: (p.record.n_tokens, p.record.id))
+    for k in range(0, len(order), batch_size):
+        yield order[k : k + batch_size]
+
+
+def collection_manifest(
+    model: Any,
+    hooks: Sequence[str],
+    layers: Sequence[int],
+    policy: SpanPolicy,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    import axislens
+
+    return {
+        "model": model_provenance(model).to_dict(),
+        "hooks": list(hooks),
+        "layers": list(layers),
+        "span": policy.name,
+        "d_model": int(model.cfg.d_model),
+        "dtype": "float32",
+        "axislens_version": axislens.__version__,
+        **(dict(extra) if extra else {}),
+    }
+
+
+def collect(
+    model: Any,
+    conversations: Sequence[ItemRecord | Sequence[Mapping[str, str]]],
+    store: ActivationStore | str | Path,
+    *,
+    hooks: Sequence[str] = ("resid_post",),
+    layers: Sequence[int] | slice | range | None = None,
+    span: str | SpanPolicy = "response",
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> CollectSummary:
+    """Collect span means of ``hooks`` at ``layers`` for every conversation into ``store``.
+
+    Args:
+        conversations: :class:`ItemRecord` items (from :func:`axislens.generate_responses` or
+            ``store.query(...)``) or plain message lists (ids ``conv/00000``...).
+        store: an :class:`ActivationStore` or a directory (created if new).
+        hooks: short hook names (``resid_post`` = decoder-layer output, ``resid_pre``,
+            ``resid_mid``, ``attn_out``, ``mlp_out``).
+        layers: layers to keep (default all; negative indices allowed).
+        span: ``"response"`` | ``"all_turns"`` | ``"prefill"`` or a policy object.
+        max_tokens: context limit (default the model's ``n_ctx``); longer conversations lose
+            their oldest exchanges with a warning.
+        provenance: extra manifest fields (persona/question hashes, generation settings).
+
+    Resumable: items already collected are reused; a run killed at any point and restarted
+    produces the same store contents. Corrupt shards are moved aside and recomputed.
+    """
+    t0 = time.perf_counter()
+    n_layers = int(model.cfg.n_layers)
+    hooks = tuple(hooks)
+    for h in hooks:
+        hook_name(h, 0)
+        if hook_name(h, 0) not in model.hook_dict:
+            raise ValueError(f"the model has no hook point {hook_name(h, 0)!r}")
+    layer_list = resolve_layers(layers, n_layers)
+    policy = span_policy(span)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    limit = int(max_tokens or model.cfg.n_ctx)
+    records = [
+        c
+        if isinstance(c, ItemRecord)
+        else ItemRecord(f"conv/{i:05d}", "conversation", "", 0, "", tuple(c))
+        for i, c in enumerate(conversations)
+    ]
+    if len({r.id for r in records}) != len(records):
+        raise ValueError("conversations contain duplicate item ids")
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore.create(
+            store, collection_manifest(model, hooks, layer_list, policy, provenance)
+        )
+    else:
+        want = collection_manifest(model, hooks, layer_list, policy, provenance)
+        store = ActivationStore.create(store.root, want)
+    store.repair()
+    done = store.collected_ids()
+    prepared = [_fit(model, r, policy, limit) for r in records]
+    skipped = [p.record for p in prepared if p.ids is None]
+    usable = [p for p in prepared if p.ids is not None]
+    known = store.records()
+    new_records = [p.record for p in prepared if known.get(p.record.id) != p.record]
+    store.append_records(new_records)
+    chunks = [c for c in _chunks(usable, batch_size) if any(p.record.id not in done for p in c)]
+    reused = sum(1 for p in usable if p.record.id in done) - sum(
+        1 for c in chunks for p in c if p.record.id in done
+    )
+    tokens = 0
+    bar = tqdm(total=sum(len(c) for c in chunks), desc="collect", unit="item", disable=not progress)
+    try:
+        for chunk in chunks:
+            means = span_means(
+                model,
+                [p.ids for p in chunk if p.ids is not None],
+                [p.weights for p in chunk if p.weights is not None],
+                hooks=hooks,
+                layers=layer_list,
+            )
+            store.append_activations([p.record.id for p in chunk], means)
+            tokens += sum(p.record.n_tokens for p in chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    reasons: dict[str, int] = {}
+    for r in skipped:
+        key = (r.skipped or "").split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    return CollectSummary(
+        items=len(records),
+        collected=sum(len(c) for c in chunks),
+        skipped=len(skipped),
+        reused=reused,
+        tokens=tokens,
+        seconds=time.perf_counter() - t0,
+        skipped_reasons=reasons,
+    )
+
+
+def check_store_model(store: ActivationStore, model: Any) -> None:
+    """Raise if ``store`` was collected from a different model than ``model``."""
+    prov = model_provenance(model).to_dict()
+    if store.manifest.get("model", {}).get("model_id") != prov["model_id"]:
+        raise StoreError(
+            f"store {store.root} was collected from {store.model_id!r}, not {prov['model_id']!r}"
+        )

@@ -1,0 +1,201 @@
+"""Role-response generation into a store: persona items, engine backends, resumable chunks.
+
+A *backend* turns formatted conversations into response texts. :class:`BridgeBackend` decodes
+through the TransformerLens bridge (hooks and interventions apply); any object with the same
+``generate`` method, e.g. an engine behind an OpenAI-compatible server, plugs in the same way.
+
+Example:
+    >>> personas = axislens.load_personas()  # doctest: +SKIP
+    >>> recs = generate_responses(model, personas, "runs/x", roles=["ghost"], n_prompts=2,
+    ...                           n_questions=4, max_new_tokens=64)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from axislens.model.chat import FormattedConversation
+from axislens.model.decoding import SamplingConfig, generate_text
+
+__all__ = [
+    "Backend",
+    "BridgeBackend",
+    "generate_responses",
+    "generation_provenance",
+    "persona_items",
+]
+
+
+class Backend(Protocol):
+    """A generation engine: the bridge by default; a vLLM engine can implement the same call."""
+
+    def generate(
+        self,
+        conversations: Sequence[FormattedConversation],
+        sampling: SamplingConfig,
+        keys: Sequence[str],
+    ) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeBackend:
+    """Generate with the TransformerLens bridge (hooks and interventions apply)."""
+
+    model: Any
+    batch_size: int = 8
+
+    def generate(
+        self,
+        conversations: Sequence[FormattedConversation],
+        sampling: SamplingConfig,
+        keys: Sequence[str],
+    ) -> list[str]:
+        return generate_text(
+            self.model, conversations, sampling, keys=keys, batch_size=self.batch_size
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Role-response generation into a store
+# --------------------------------------------------------------------------------------------
+
+
+def persona_items(
+    personas: Any,
+    *,
+    roles: Sequence[str] | None = None,
+    n_prompts: int = 5,
+    n_questions: int = 240,
+    include_default: bool = True,
+    model_name: str = "the assistant",
+) -> list[Any]:
+    """The (system prompt, question) items of a persona run, without responses.
+
+    Ids are stable: ``role/<name>/p<k>/<question id>`` and ``default/p<k>/<question id>``.
+    Roles default to the whole catalogue; questions are the first ``n_questions`` of the
+    catalogue's spread order (topics interleaved).
+    """
+    from axislens.store import ItemRecord
+
+    if n_prompts < 1 or n_questions < 1:
+        raise ValueError(f"n_prompts and n_questions must be >= 1, got {n_prompts}, {n_questions}")
+    questions = personas.spread_questions()[:n_questions]
+    chosen = [personas.role(r) for r in roles] if roles is not None else list(personas.roles)
+    items = []
+
+    def add(kind: str, role: str, k: int, system: str, prefix: str) -> None:
+        for q in questions:
+            msgs: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+            msgs.append({"role": "user", "content": q.text})
+            items.append(ItemRecord(f"{prefix}/p{k}/{q.id}", kind, role, k, q.id, tuple(msgs)))  # type: ignore[arg-type]
+
+    for role in chosen:
+        for k, prompt in enumerate(role.system_prompts[:n_prompts]):
+            add("role", role.name, k, prompt, f"role/{role.name}")
+    if include_default:
+        for k, prompt in enumerate(personas.default.render(model_name)[:n_prompts]):
+            add("default", "default", k, prompt, "default")
+    return items
+
+
+def generate_responses(
+    model: Any,
+    personas: Any,
+    store: Any,
+    *,
+    roles: Sequence[str] | None = None,
+    n_prompts: int = 5,
+    n_questions: int = 240,
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int = 0,
+    batch_size: int = 8,
+    include_default: bool = True,
+    backend: Backend | None = None,
+    progress: bool = True,
+) -> list[Any]:
+    """Generate role (and default) responses into ``store``; returns the completed records.
+
+    Resumable: items whose response is already in the store are skipped; each chunk of
+    ``batch_size`` items is written atomically as soon as it is generated. Sampling is seeded
+    per item (``seed`` + item id), so a resumed run produces the same responses.
+
+    Example:
+        >>> personas = axislens.load_personas()  # doctest: +SKIP
+        >>> store = axislens.ActivationStore.create("runs/x", {...})  # doctest: +SKIP
+        >>> recs = generate_responses(model, personas, store, roles=["ghost"], n_prompts=2,
+        ...                           n_questions=4, max_new_tokens=64)  # doctest: +SKIP
+    """
+    from dataclasses import replace as dc_replace
+
+    from tqdm.auto import tqdm
+
+    from axislens.model.chat import format_conversation
+    from axislens.model.loading import model_provenance
+
+    sampling = SamplingConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    model_name = model_provenance(model).model_id.split("/")[-1]
+    items = persona_items(
+        personas,
+        roles=roles,
+        n_prompts=n_prompts,
+        n_questions=n_questions,
+        include_default=include_default,
+        model_name=model_name,
+    )
+    have = store.records()
+    done = {
+        i.id: have[i.id]
+        for i in items
+        if i.id in have and have[i.id].messages[-1]["role"] == "assistant"
+    }
+    todo = [i for i in items if i.id not in done]
+    engine = backend or BridgeBackend(model, batch_size=batch_size)
+    bar = tqdm(total=len(todo), desc="generate", unit="resp", disable=not progress)
+    try:
+        for k in range(0, len(todo), batch_size):
+            chunk = todo[k : k + batch_size]
+            convs = [
+                format_conversation(model, list(i.messages), add_generation_prompt=True)
+                for i in chunk
+            ]
+            texts = engine.generate(convs, sampling, [i.id for i in chunk])
+            finished = [
+                dc_replace(
+                    i,
+                    messages=(*i.messages, {"role": "assistant", "content": t}),
+                    skipped=None if t.strip() else "empty response",
+                )
+                for i, t in zip(chunk, texts, strict=True)
+            ]
+            store.append_records(finished)
+            done.update({r.id: r for r in finished})
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return [done[i.id] for i in items]
+
+
+def generation_provenance(personas: Any, sampling: SamplingConfig, **extra: Any) -> dict[str, Any]:
+    """Manifest fields describing a persona generation run."""
+    return {
+        "personas": {
+            "source": personas.source,
+            "sha256": personas.content_hash(),
+            "roles_sha256": personas.roles_hash(),
+            "questions_sha256": personas.questions_hash(),
+        },
+        "generation": {
+            "max_new_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "thinking": False,
+            **extra,
+        },
+    }

@@ -1,0 +1,817 @@
+"""The main job (``axislens demo`` / ``make demo``): the Assistant Axis method end to end.
+
+Stages, each timed and reported:
+
+1. generate role and default responses for a scaled-down persona set (seeded, resumable);
+2. collect per-layer span means of the responses into an activation store;
+3. judge adherence (``keep_all`` by default: a 135M model is no judge of role-play — with
+   ``--judge model`` the local model scores its own answers, with ``--judge openai`` an
+   OpenAI-compatible endpoint does, as in the paper);
+4. compute the axis, persona-space PCA and cap thresholds (``axislens axis`` on the store);
+5. steer one prompt away from and toward the Assistant and measure the projection;
+6. replay a built-in multi-turn conversation unsteered and capped, tracking the drift;
+7. write ``report.html`` (all figures) and ``summary.json``, and print a summary table.
+
+Every number is computed from the store in this run; nothing is hard-coded. A second run reuses
+the store (resumable). ``DemoConfig.full()`` is the paper-scale configuration (all roles,
+5 prompts, 240 questions, 512 tokens): for a GPU.
+
+Example:
+    >>> from axislens.pipelines import DemoConfig, run_demo
+    >>> summary = run_demo(DemoConfig(n_roles=12, n_questions=2))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import torch
+
+if TYPE_CHECKING:
+    from axislens.analysis.space import Scale
+    from axislens.collection.activations import CollectSummary
+    from axislens.collection.judges import Judge, JudgeSummary
+
+__all__ = [
+    "CollectMode",
+    "DemoConfig",
+    "JudgeChoice",
+    "RunSummary",
+    "default_cap_layers",
+    "parse_cap_layers",
+    "run_axis",
+    "run_collect",
+    "run_demo",
+]
+
+CollectMode = Literal["response", "prefill"]
+JudgeChoice = Literal["none", "model", "openai"]
+
+
+# ------------------------------------------------------------------ run_collect
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What :func:`run_collect` did: items, tokens, seconds per stage."""
+
+    out: str
+    mode: CollectMode
+    items: int
+    generated: int
+    generated_tokens: int
+    generate_seconds: float
+    collect: CollectSummary
+    judge: JudgeSummary | None
+    seconds: float
+
+    @property
+    def tokens(self) -> int:
+        """Tokens processed this run: generated tokens plus teacher-forced tokens."""
+        return self.generated_tokens + self.collect.tokens
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [f"store: {self.out} (span={self.mode})"]
+        if self.mode == "response":
+            rate = self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+            lines.append(
+                f"generate: {self.generated} new responses, {self.generated_tokens} tokens in "
+                f"{self.generate_seconds:.1f} s ({rate:.1f} tokens/s)"
+            )
+        lines.append(f"collect: {self.collect}")
+        if self.collect.skipped_reasons:
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(self.collect.skipped_reasons.items()))
+            lines.append(f"  skipped: {why}")
+        if self.judge is not None:
+            lines.append(str(self.judge))
+        lines.append(
+            f"total: {self.items} items, {self.tokens} tokens in {self.seconds:.1f} s "
+            f"({self.tokens_per_second:.1f} tokens/s)"
+        )
+        return "\n".join(lines)
+
+
+def _pick_roles(personas: Any, roles: int | Sequence[str] | None) -> list[str] | None:
+    if roles is None:
+        return None
+    if isinstance(roles, int):
+        spread = personas.spread_roles()
+        if not 1 <= roles <= len(spread):
+            raise ValueError(f"--roles {roles}: the catalogue has {len(spread)} roles")
+        return [r.name for r in spread[:roles]]
+    return [personas.role(name).name for name in roles]
+
+
+@dataclass(slots=True)
+class _CountingBackend:
+    """The bridge backend, counting generated tokens (stop tokens excluded)."""
+
+    model: Any
+    batch_size: int
+    tokens: int = 0
+
+    def generate(
+        self, conversations: Sequence[Any], sampling: Any, keys: Sequence[str]
+    ) -> list[str]:
+        from axislens.model.decoding import generate_tokens
+
+        toks = generate_tokens(
+            self.model,
+            [c.input_ids for c in conversations],
+            sampling,
+            keys=keys,
+            batch_size=self.batch_size,
+        )
+        self.tokens += sum(len(t) for t in toks)
+        return [self.model.tokenizer.decode(t, skip_special_tokens=True).strip() for t in toks]
+
+
+def _make_judge(choice: JudgeChoice | Judge, model: Any, batch_size: int) -> Judge | None:
+    from axislens.collection.judges import ModelJudge, OpenAIJudge
+
+    if not isinstance(choice, str):
+        return choice
+    if choice not in get_args(JudgeChoice):
+        raise ValueError(
+            f"unknown judge {choice!r}; expected one of {', '.join(get_args(JudgeChoice))}"
+        )
+    if choice == "none":
+        return None
+    if choice == "model":
+        return ModelJudge(model, batch_size=batch_size)
+    return OpenAIJudge()
+
+
+def run_collect(
+    model: Any,
+    out: str | os.PathLike[str],
+    *,
+    personas: Any = None,
+    roles: int | Sequence[str] | None = None,
+    n_prompts: int = 5,
+    n_questions: int = 240,
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int = 0,
+    batch_size: int = 8,
+    mode: CollectMode = "response",
+    judge: JudgeChoice | Judge = "none",
+    hooks: Sequence[str] = ("resid_post",),
+    layers: Sequence[int] | slice | None = None,
+    include_default: bool = True,
+    progress: bool = True,
+) -> RunSummary:
+    """Generate responses (``mode="response"``), collect span means, and judge, into ``out``.
+
+    Args:
+        personas: a :class:`~axislens.personas.catalogue.Personas`, a catalogue directory, or ``None`` for
+            the shipped catalogue.
+        roles: ``N`` = the first N roles of the catalogue's spread order (categories
+            interleaved), a list of names, or ``None`` for all.
+        mode: ``"response"`` generates responses and averages over them; ``"prefill"`` skips
+            generation and records the activation at the generation-prompt position.
+        judge: ``"none"`` (no scores), ``"model"`` (this model judges, greedy), ``"openai"``
+            (:class:`~axislens.collection.judges.OpenAIJudge` configured from the environment) or a judge
+            object. Only role responses are judged; ``"prefill"`` has nothing to judge.
+
+    Resumable: items already generated, collected or scored are skipped.
+    """
+    from axislens.collection.activations import collect, collection_manifest, span_policy
+    from axislens.collection.judges import judge_store
+    from axislens.collection.responses import (
+        generate_responses,
+        generation_provenance,
+        persona_items,
+    )
+    from axislens.model.decoding import SamplingConfig
+    from axislens.model.hooks import resolve_layers
+    from axislens.model.loading import model_provenance
+    from axislens.personas import Personas, load_personas
+    from axislens.store import ActivationStore
+
+    t0 = time.perf_counter()
+    if mode not in get_args(CollectMode):
+        raise ValueError(
+            f"unknown mode {mode!r}; expected one of {', '.join(get_args(CollectMode))}"
+        )
+    if mode == "prefill" and judge != "none":
+        raise ValueError(
+            "--judge needs responses; --mode prefill generates none (use --judge none)"
+        )
+    cat = personas if isinstance(personas, Personas) else load_personas(personas)
+    role_names = _pick_roles(cat, roles)
+    judge_obj = _make_judge(judge, model, batch_size)
+    sampling = SamplingConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    prov = generation_provenance(cat, sampling)
+    if mode == "prefill":
+        prov = {"personas": prov["personas"]}
+    policy = span_policy(mode)
+    layer_list = resolve_layers(layers, int(model.cfg.n_layers))
+    # Create (or check) the store before any work: a mismatched model/hooks/span fails fast.
+    store = ActivationStore.create(
+        out, collection_manifest(model, tuple(hooks), layer_list, policy, prov)
+    )
+    gen_t0 = time.perf_counter()
+    generated = 0
+    backend = _CountingBackend(model, batch_size)
+    if mode == "response":
+        before = {
+            rid
+            for rid, r in store.records().items()
+            if r.messages and r.messages[-1]["role"] == "assistant"
+        }
+        records = generate_responses(
+            model,
+            cat,
+            store,
+            roles=role_names,
+            n_prompts=n_prompts,
+            n_questions=n_questions,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            include_default=include_default,
+            backend=backend,
+            progress=progress,
+        )
+        generated = sum(1 for r in records if r.id not in before)
+    else:
+        records = persona_items(
+            cat,
+            roles=role_names,
+            n_prompts=n_prompts,
+            n_questions=n_questions,
+            include_default=include_default,
+            model_name=model_provenance(model).model_id.split("/")[-1],
+        )
+    gen_seconds = time.perf_counter() - gen_t0
+    summary = collect(
+        model,
+        records,
+        store,
+        hooks=hooks,
+        layers=list(layer_list),
+        span=policy,
+        batch_size=batch_size,
+        provenance=prov,
+        progress=progress,
+    )
+    judged = None
+    if judge_obj is not None:
+        judged = judge_store(store, cat, judge_obj, progress=progress)
+    return RunSummary(
+        out=str(Path(out)),
+        mode=mode,
+        items=len(records),
+        generated=generated,
+        generated_tokens=backend.tokens,
+        generate_seconds=gen_seconds if mode == "response" else 0.0,
+        collect=summary,
+        judge=judged,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# ------------------------------------------------------------------ run_axis
+
+CAP_DEPTH = (0.70, 0.85)
+"""Default cap block as a fraction of model depth: the paper capped Qwen3-32B layers 46-53 of
+64 (72-83%) and Llama-3.3-70B layers 56-71 of 80 (70-89%)."""
+
+
+def default_cap_layers(stored: Sequence[int], n_model_layers: int) -> list[int]:
+    """Stored layers at 70%-85% of the model's depth (at least the one nearest 77.5%)."""
+    lo, hi = CAP_DEPTH
+    chosen = [la for la in stored if lo <= la / n_model_layers < hi]
+    if chosen:
+        return chosen
+    return [min(stored, key=lambda la: abs(la / n_model_layers - (lo + hi) / 2))]
+
+
+def parse_cap_layers(text: str, stored: Sequence[int]) -> list[int]:
+    """``"all"``; ``"21:26"`` (stop excluded, as in Python and the public ids); ``"21,23"``."""
+    text = text.strip()
+    try:
+        if text == "all":
+            return list(stored)
+        if ":" in text:
+            a, b = (int(p) for p in text.split(":"))
+            return list(range(a, b))
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--cap-layers: expected 'all', a range such as 21:26 or a list such as 21,23; got {text!r}"
+        ) from None
+
+
+def _floats(t: Any) -> list[float]:
+    return [float(v) for v in t]
+
+
+def run_axis(
+    store: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    layer: int | None = None,
+    min_score: int | None = 3,
+    min_count: int = 50,
+    percentile: float = 0.25,
+    cap_layers: str | Sequence[int] | None = None,
+    scale: Scale = "center",
+    hook: str = "resid_post",
+) -> dict[str, Any]:
+    """Compute everything ``axislens axis`` writes; returns the ``summary.json`` content."""
+    from axislens import plots
+    from axislens.analysis.space import layer_profile, persona_pca
+    from axislens.analysis.thresholds import calibrate_cap
+    from axislens.analysis.traits import trait_cosines, trait_vectors
+    from axislens.analysis.vectors import role_projections, role_vectors
+    from axislens.store import ActivationStore, atomic_write_bytes, atomic_write_json
+
+    if scale not in ("center", "center_l2"):
+        raise ValueError(f"unknown scale {scale!r}; expected 'center' or 'center_l2'")
+    src = ActivationStore.open(store)
+    out_dir = Path(out)
+    rv = role_vectors(src, hook=hook, min_score=min_score, min_count=min_count)
+    layer = rv.layers[len(rv.layers) // 2] if layer is None else layer
+    rv.column(layer)  # raises naming the stored layers
+    axis = rv.axis()
+    n_model = rv.n_model_layers or max(rv.layers) + 1
+    caps = (
+        default_cap_layers(rv.layers, n_model)
+        if cap_layers is None
+        else parse_cap_layers(cap_layers, rv.layers)
+        if isinstance(cap_layers, str)
+        else list(cap_layers)
+    )
+    profile = layer_profile(rv, scale=scale)
+    pca = persona_pca(rv, layer, scale=scale)
+    proj = role_projections(rv, layer)
+    cap = calibrate_cap(src, axis, layers=caps, percentile=percentile)
+    figures = [
+        plots.variance_bars(pca),
+        plots.persona_space_scatter(pca, dims=2),
+        *([plots.persona_space_scatter(pca, dims=3)] if pca.loadings.shape[1] >= 3 else []),
+        plots.axis_layer_lines(profile),
+        plots.role_projection_strip(proj),
+    ]
+    traits: dict[str, Any] | None = None
+    if src.query(kind="trait_pos") and src.query(kind="trait_neg"):
+        tc = trait_cosines(trait_vectors(src, hook=hook, layers=[layer]), axis, layer)
+        traits = {"layer": layer, "cosines": dict(zip(tc.names, _floats(tc.cosines), strict=True))}
+        figures.append(plots.trait_cosine_bars(tc))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    axis.save(out_dir / "axis.safetensors")
+    cap.save(out_dir / "cap.json")
+    summary: dict[str, Any] = {
+        "store": str(src.root),
+        "model": src.model_id,
+        "hook": hook,
+        "min_score": min_score,
+        "min_count": min_count,
+        "roles_used": dict(zip(rv.names, rv.counts, strict=True)),
+        "roles_excluded": dict(rv.excluded),
+        "n_default": rv.default_count,
+        "pca": {
+            "layer": layer,
+            "scale": scale,
+            "pc1_variance": float(pca.explained_variance_ratio[0]),
+            "explained_variance_ratio": _floats(pca.explained_variance_ratio[:50]),
+            "dims": {str(k): v for k, v in pca.dims.items()},
+            "cos_axis_pc1": pca.cos_axis_pc1,
+            "default_position": _floats(pca.default_position[:10])
+            if pca.default_position is not None
+            else None,
+            "pc1_loadings": dict(zip(pca.names, _floats(pca.pc1_loadings), strict=True)),
+        },
+        "layers": {
+            "layer": list(profile.layers),
+            "cos_axis_pc1": _floats(profile.cos_axis_pc1),
+            "axis_norm": _floats(profile.axis_norm),
+            "pc1_variance": _floats(profile.pc1_variance),
+            "dims_70": list(profile.dims_70),
+        },
+        "role_projections": {
+            "layer": layer,
+            "default": proj.default,
+            "roles": dict(zip(proj.names, _floats(proj.values), strict=True)),
+        },
+        "cap": {
+            "convention": "floor: h <- h - unit(v_l) * min(h . unit(v_l) - tau_l, 0)",
+            "layers": list(cap.layers),
+            "thresholds": list(cap.thresholds),
+            "percentile": cap.percentile,
+            "n_items": cap.provenance["calibration"]["n_items"],
+        },
+        "traits": traits,
+        "files": ["axis.safetensors", "cap.json", "cap.safetensors", "summary.json", "report.html"],
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_bytes(out_dir / "report.html", _report(summary, figures).encode())
+    return summary
+
+
+def _report(summary: dict[str, Any], figures: Sequence[Any]) -> str:
+    """One HTML page: a summary table, then every figure (plotly.js embedded in the first)."""
+    pca = summary["pca"]
+    rows = [
+        ("model", summary["model"]),
+        ("store", summary["store"]),
+        (
+            "roles used / excluded",
+            f"{len(summary['roles_used'])} / {len(summary['roles_excluded'])}",
+        ),
+        ("default responses", summary["n_default"]),
+        (f"PC1 variance (layer {pca['layer']})", f"{100 * pca['pc1_variance']:.1f}%"),
+        ("dims for 70/80/90/95%", " / ".join(str(v) for v in pca["dims"].values())),
+        ("cos(axis, PC1)", f"{pca['cos_axis_pc1']:.3f}"),
+        ("cap layers", summary["cap"]["layers"]),
+        ("cap thresholds", ", ".join(f"{t:.3f}" for t in summary["cap"]["thresholds"])),
+    ]
+    if summary["roles_excluded"]:
+        rows.append(("roles excluded (count)", json.dumps(summary["roles_excluded"])))
+    table = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    parts = [
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height="560px")
+        for i, fig in enumerate(figures)
+    ]
+    title = html.escape(f"axislens axis report: {summary['model']}")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
+        "<style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}"
+        "</style></head><body>"
+        f"<h1>{title}</h1><table>{table}</table>{''.join(parts)}</body></html>\n"
+    )
+
+
+# ------------------------------------------------------------------ run_demo
+
+
+DemoJudge = Literal["keep_all", "model", "openai"]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoConfig:
+    """Scale and settings of the main job. Defaults fit 2 CPU cores in under 10 minutes.
+
+    ``n_roles`` roles are taken from the catalogue's spread order (categories interleaved, so
+    even a small subset spans assistant-like professions to fantastical creatures); ``None``
+    takes all of them.
+    """
+
+    model: str = "smollm2-135m-instruct"
+    out: str = "demo-out"
+    n_roles: int | None = 48
+    n_prompts: int = 2
+    n_questions: int = 3
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    judge: DemoJudge = "keep_all"
+    min_score: int = 3
+    min_count: int = 3
+    percentile: float = 0.25
+    steer_coeff: float = 0.5
+    replay_tokens: int = 48
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    @classmethod
+    def full(cls, **overrides: Any) -> DemoConfig:
+        """The paper's scale: every role, 5 prompts, 240 questions, 512 new tokens, >= 50 score-3
+        responses per role, an LLM judge (OpenAI-compatible endpoint from the environment)."""
+        base = cls(
+            n_roles=None,
+            n_prompts=5,
+            n_questions=240,
+            max_new_tokens=512,
+            batch_size=64,
+            judge="openai",
+            min_count=50,
+            replay_tokens=256,
+            dtype="bfloat16",
+            device="cuda",
+        )
+        return replace(base, **overrides)
+
+
+@dataclass
+class _Timer:
+    stages: dict[str, float]
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        print(f"\n== {name}", flush=True)
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.perf_counter() - t0, 1)
+
+
+def _peak_rss_gib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (1024**2) if sys.platform != "darwin" else kib / 1024**3
+
+
+def builtin_conversation(name: str = "philosophy_drift") -> dict[str, Any]:
+    """A built-in replay script (``user_turns`` + metadata) from ``axislens/data/conversations``."""
+    text = resources.files("axislens").joinpath(f"data/conversations/{name}.json").read_text()
+    return dict(json.loads(text))
+
+
+def _layers(n_layers: int) -> tuple[int, list[int], int]:
+    """(middle layer, cap window at ~73-83% depth as in the paper's configs, measure layer)."""
+    mid = n_layers // 2
+    lo, hi = round(0.72 * n_layers), round(0.84 * n_layers)
+    cap_layers = list(range(lo, max(hi, lo + 1)))
+    return mid, cap_layers, cap_layers[-1]
+
+
+def _judge(cfg: DemoConfig, model: Any) -> Any:
+    from axislens.collection.judges import KeepAll, ModelJudge, OpenAIJudge
+
+    if cfg.judge == "keep_all":
+        return KeepAll()
+    if cfg.judge == "model":
+        return ModelJudge(model)
+    return OpenAIJudge()
+
+
+def run_demo(
+    cfg: DemoConfig | None = None, *, model: Any = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run the main job; returns (and writes to ``<out>/summary.json``) the summary.
+
+    ``model`` overrides ``cfg.model`` with an already-loaded bridge (tests use a tiny model)."""
+    cfg = DemoConfig() if cfg is None else cfg
+    from axislens import plots
+    from axislens.analysis.space import layer_profile, persona_pca
+    from axislens.analysis.vectors import role_projections, role_vectors
+    from axislens.collection.activations import collect, collection_manifest, span_policy
+    from axislens.collection.judges import judge_store
+    from axislens.collection.responses import generate_responses, generation_provenance
+    from axislens.directions import CapConfig, Direction
+    from axislens.interventions.attach import residual_norms, steer
+    from axislens.model.chat import format_conversation
+    from axislens.model.decoding import SamplingConfig, generate_text
+    from axislens.model.loading import load_model, model_provenance
+    from axislens.monitoring.projection import project_conversation
+    from axislens.monitoring.session import chat_session
+    from axislens.personas import load_personas
+    from axislens.store import ActivationStore, atomic_write_bytes, atomic_write_json
+
+    timer = _Timer({})
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with timer.stage("load model"):
+        if model is None:
+            model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype))
+        n_layers = int(model.cfg.n_layers)
+        mid, cap_layers, measure = _layers(n_layers)
+        print(
+            f"{model_provenance(model).model_id}: {n_layers} layers, d_model {model.cfg.d_model}; middle layer {mid}, cap layers {cap_layers}"
+        )
+    personas = load_personas()
+    roles = [r.name for r in personas.spread_roles()[: cfg.n_roles]] if cfg.n_roles else None
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    prov = generation_provenance(
+        personas, sampling, n_prompts=cfg.n_prompts, n_questions=cfg.n_questions, roles=roles
+    )
+    manifest = collection_manifest(
+        model, ["resid_post"], list(range(n_layers)), span_policy("response"), prov
+    )
+    store = ActivationStore.create(out / "store", manifest)
+
+    with timer.stage(
+        f"generate ({len(roles) if roles else len(personas.roles)} roles x {cfg.n_prompts} prompts x {cfg.n_questions} questions + default)"
+    ):
+        records = generate_responses(
+            model,
+            personas,
+            store,
+            roles=roles,
+            n_prompts=cfg.n_prompts,
+            n_questions=cfg.n_questions,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            progress=progress,
+        )
+    with timer.stage("collect"):
+        summary_collect = collect(
+            model, records, store, batch_size=cfg.batch_size, provenance=prov, progress=progress
+        )
+        print(summary_collect)
+    with timer.stage(f"judge ({cfg.judge})"):
+        judged = judge_store(store, personas, _judge(cfg, model), progress=progress)
+        print(judged)
+    with timer.stage("axis, persona space, thresholds"):
+        axis_summary = run_axis(
+            out / "store",
+            out / "axis",
+            layer=mid,
+            min_score=cfg.min_score,
+            min_count=cfg.min_count,
+            percentile=cfg.percentile,
+            cap_layers=cap_layers,
+        )
+        axis = Direction.load(out / "axis" / "axis.safetensors")
+        cap_cfg = CapConfig.load(out / "axis" / "cap.json")
+        rv = role_vectors(store, min_score=cfg.min_score, min_count=cfg.min_count)
+        pca = persona_pca(rv, mid)
+        profile = layer_profile(rv)
+        proj = role_projections(rv, mid)
+
+    with timer.stage("steering one prompt away from / toward the Assistant"):
+        prompt = [{"role": "user", "content": "Who are you? Introduce yourself in two sentences."}]
+        conv = format_conversation(model, prompt, add_generation_prompt=True)
+        greedy = SamplingConfig(max_new_tokens=cfg.replay_tokens, temperature=0.0)
+        norms = residual_norms(
+            model, [format_conversation(model, list(r.messages)) for r in records[:16]]
+        )
+        steer_layers = [mid]
+        replies: dict[str, str] = {"unsteered": generate_text(model, [conv], greedy)[0]}
+        for label, sign in (("away (-)", -1.0), ("toward (+)", 1.0)):
+            with steer(model, axis, sign * cfg.steer_coeff, steer_layers, norm_units=norms):
+                replies[label] = generate_text(model, [conv], greedy)[0]
+        # Measured on the unsteered reply, teacher-forced, so every setting sees the same tokens
+        # (a fixed reference sentence if the model produced nothing).
+        teacher = [
+            *prompt,
+            {"role": "assistant", "content": replies["unsteered"] or "I am an AI assistant."},
+        ]
+        steer_proj: dict[str, float] = {}
+        base = project_conversation(model, axis, teacher, layers=[measure])
+        steer_proj["unsteered"] = base.means(measure)[0]
+        for label, sign in (("away (-)", -1.0), ("toward (+)", 1.0)):
+            with steer(model, axis, sign * cfg.steer_coeff, steer_layers, norm_units=norms):
+                steer_proj[label] = project_conversation(
+                    model, axis, teacher, layers=[measure]
+                ).means(measure)[0]
+        for label, text in replies.items():
+            print(
+                f"[{label}] projection at layer {measure}: {steer_proj[label]:+.3f}\n    {text[:200]!r}"
+            )
+
+    with timer.stage("replay a drifting conversation, unsteered and capped"):
+        script = builtin_conversation()
+        sessions = {}
+        for label, cap_arg in (("unsteered", None), ("capped", cap_cfg)):
+            session = chat_session(
+                model, axis=axis, cap=cap_arg, monitor_layers=[measure], sampling=greedy
+            )
+            for turn in script["user_turns"]:
+                report = session.send(turn)
+                print(f"  {label:9s} {report}")
+            sessions[label] = session
+        trajectories = {k: s.trajectory for k, s in sessions.items()}
+        tau = (
+            cap_cfg.thresholds[cap_cfg.layers.index(measure)] if measure in cap_cfg.layers else None
+        )
+
+    with timer.stage("report"):
+        figures = [
+            plots.variance_bars(pca),
+            plots.persona_space_scatter(pca, dims=2),
+            *([plots.persona_space_scatter(pca, dims=3)] if pca.loadings.shape[1] >= 3 else []),
+            plots.axis_layer_lines(profile),
+            plots.role_projection_strip(proj),
+            plots.drift_trajectory(
+                *trajectories.values(),
+                labels=list(trajectories),
+                layer=measure,
+                threshold=tau,
+                title=f"Drift over a philosophy-of-AI conversation (layer {measure})",
+            ),
+        ]
+        drop = steer_proj["unsteered"] - steer_proj["away (-)"]
+        summary: dict[str, Any] = {
+            "config": asdict(cfg),
+            "model": model_provenance(model).to_dict(),
+            "store": str(out / "store"),
+            "items": {
+                "responses": len(records),
+                "collected": len(store.collected_ids()),
+                "collect": str(summary_collect),
+            },
+            "judge": {"kind": cfg.judge, "counts": {str(k): v for k, v in judged.counts.items()}},
+            "roles_used": len(axis_summary["roles_used"]),
+            "roles_excluded": axis_summary["roles_excluded"],
+            "pc1_variance": axis_summary["pca"]["pc1_variance"],
+            "dims_70": axis_summary["pca"]["dims"].get("70"),
+            "middle_layer": mid,
+            "cos_axis_pc1_middle": axis_summary["pca"]["cos_axis_pc1"],
+            "cap": {
+                "layers": list(cap_cfg.layers),
+                "thresholds": list(cap_cfg.thresholds),
+                "percentile": cap_cfg.percentile,
+            },
+            "steering": {
+                "layers": steer_layers,
+                "coeff_norm_units": cfg.steer_coeff,
+                "measure_layer": measure,
+                "projection": steer_proj,
+                "projection_drop_negative": drop,
+                "replies": replies,
+            },
+            "replay": {
+                k: {
+                    "means": t.means(measure),
+                    "replies": [m["content"] for m in s.history if m["role"] == "assistant"],
+                }
+                for (k, t), s in zip(trajectories.items(), sessions.values(), strict=True)
+            },
+            "stage_seconds": timer.stages,
+            "peak_rss_gib": round(_peak_rss_gib(), 2),
+        }
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_bytes(out / "report.html", _report_html(summary, figures).encode())
+    _print_table(summary)
+    print(f"\nwrote {out / 'report.html'} and {out / 'summary.json'}")
+    return summary
+
+
+def _table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    cap = s["cap"]
+    return [
+        ("model", s["model"]["model_id"]),
+        ("responses / roles used", f"{s['items']['responses']} / {s['roles_used']}"),
+        (f"PC1 variance (layer {s['middle_layer']})", f"{100 * s['pc1_variance']:.1f}%"),
+        ("dims for 70% variance", str(s["dims_70"])),
+        (f"cos(axis, PC1) (layer {s['middle_layer']})", f"{s['cos_axis_pc1_middle']:+.3f}"),
+        (
+            f"cap threshold (p{cap['percentile']:g}, layers {cap['layers'][0]}-{cap['layers'][-1]})",
+            ", ".join(f"{t:.2f}" for t in cap["thresholds"]),
+        ),
+        (
+            f"projection drop, steering {-s['config']['steer_coeff']:+g} (layer {s['steering']['measure_layer']})",
+            f"{s['steering']['projection_drop_negative']:+.3f}",
+        ),
+        (
+            "replay mean projection unsteered / capped",
+            f"{_mean(s['replay']['unsteered']['means']):+.3f} / {_mean(s['replay']['capped']['means']):+.3f}",
+        ),
+        (
+            "stage seconds",
+            ", ".join(f"{k.split(' (')[0]} {v}" for k, v in s["stage_seconds"].items()),
+        ),
+        ("peak memory (RSS)", f"{s['peak_rss_gib']} GiB"),
+    ]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _print_table(s: dict[str, Any]) -> None:
+    rows = _table_rows(s)
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "=" * (width + 40))
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    print("=" * (width + 40))
+
+
+def _report_html(summary: dict[str, Any], figures: list[Any]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in _table_rows(summary)
+    )
+    replies = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{summary['steering']['projection'][k]:+.3f}</td><td>{html.escape(v)}</td></tr>"
+        for k, v in summary["steering"]["replies"].items()
+    )
+    figs = "".join(
+        f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>axislens demo</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}th{text-align:left;padding-right:1em}"
+        "td{vertical-align:top}</style></head><body><h1>axislens demo: the Assistant Axis</h1>"
+        f"<table>{rows}</table><h2>Steering one prompt</h2><table>{replies}</table>"
+        f"<h2>Figures</h2>{figs}</body></html>"
+    )

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from axislens.analysis import role_vectors
+from axislens.analysis.space import persona_pca
+from axislens.analysis.thresholds import calibrate_cap
+from axislens.pipelines import DemoConfig, run_demo
+from axislens.store import ActivationStore
+
+
+@pytest.fixture(scope="module")
+def demo_run(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(
+        out=str(out),
+        n_roles=6,
+        n_prompts=2,
+        n_questions=2,
+        max_new_tokens=6,
+        replay_tokens=4,
+        batch_size=8,
+        min_count=2,
+    )
+    return cfg, run_demo(cfg, model=tiny_llama, progress=False)
+
+
+def test_reduced_demo_summary_is_consistent_with_the_store(demo_run, tiny_llama):
+    cfg, summary = demo_run
+    store = ActivationStore.open(f"{cfg.out}/store")
+    # 6 roles x 2 prompts x 2 questions + 2 default prompts x 2 questions
+    assert summary["items"]["responses"] == 6 * 2 * 2 + 2 * 2
+    on_disk = json.loads((store.root.parent / "summary.json").read_text())
+    assert on_disk["pc1_variance"] == summary["pc1_variance"]
+    mid = summary["middle_layer"]
+    rv = role_vectors(store, min_score=cfg.min_score, min_count=cfg.min_count)
+    pca = persona_pca(rv, mid)
+    assert summary["pc1_variance"] == pytest.approx(
+        float(pca.explained_variance_ratio[0]), rel=1e-9
+    )
+    assert summary["dims_70"] == pca.dims[70]
+    assert summary["cos_axis_pc1_middle"] == pytest.approx(pca.cos_axis_pc1, rel=1e-9)
+    cap = calibrate_cap(
+        store, rv.axis(), layers=summary["cap"]["layers"], percentile=cfg.percentile
+    )
+    assert summary["cap"]["thresholds"] == pytest.approx(list(cap.thresholds), rel=1e-6)
+    steering = summary["steering"]["projection"]
+    assert summary["steering"]["projection_drop_negative"] == pytest.approx(
+        steering["unsteered"] - steering["away (-)"]
+    )
+    assert set(summary["stage_seconds"]) >= {"collect", "report"}
+    assert len(summary["replay"]["capped"]["means"]) == 6
+
+
+def test_reduced_demo_report_shows_the_computed_numbers(demo_run):
+    cfg, summary = demo_run
+    page = Path(cfg.out, "report.html").read_text(encoding="utf-8")
+    assert f"{100 * summary['pc1_variance']:.1f}%" in page
+    assert page.count("plotly") > 1 and "Drift over a philosophy-of-AI conversation" in page
+
+
+def test_second_run_reuses_the_store(demo_run, tiny_llama):
+    cfg, first = demo_run
+    again = run_demo(cfg, model=tiny_llama, progress=False)
+    assert again["pc1_variance"] == first["pc1_variance"]
+    assert again["cap"]["thresholds"] == first["cap"]["thresholds"]
