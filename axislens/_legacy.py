@@ -46,8 +46,11 @@ MOVED: dict[str, tuple[str, ...]] = {
     "axislens.plots_monitor": ("axislens.plots.drift",),
     "axislens.plots_steer": ("axislens.plots.steering",),
     "axislens.demo": ("axislens.pipelines",),
-    "axislens.cli_axis": ("axislens.pipelines",),
-    "axislens.cli_collect": ("axislens.pipelines",),
+    "axislens.cli_axis": ("axislens.pipelines", "axislens.cli.axis"),
+    "axislens.cli_collect": ("axislens.pipelines", "axislens.cli.collect"),
+    "axislens.cli_monitor": ("axislens.cli.monitor",),
+    "axislens.cli_serve": ("axislens.cli.serve",),
+    "axislens.cli_steer": ("axislens.cli.steer",),
 }
 """Old module path -> the modules its names now live in (searched in order)."""
 

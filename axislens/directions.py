@@ -117,14 +117,37 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _numpy_scalar_globals() -> list[Any]:
+    """The allow-list for numpy scalars (public capping configs store caps as ``np.float64``):
+    numpy's scalar reconstructor (under its numpy 2 and numpy 1 names) and the float/int
+    dtypes. Nothing else of numpy (no arrays, no object dtypes)."""
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar  # type: ignore[attr-defined]
+    dtypes = [
+        getattr(np.dtypes, n)
+        for n in (
+            "Float16DType",
+            "Float32DType",
+            "Float64DType",
+            "Int32DType",
+            "Int64DType",
+        )
+    ]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+
+
 def _torch_load(path: Path) -> Any:
-    """``torch.load`` restricted to tensors and plain containers (``weights_only=True``)."""
+    """``torch.load`` with ``weights_only=True``, restricted to tensors, plain containers and
+    numpy float/int scalars (allow-listed for this call only with ``safe_globals``)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ValueError(
             f"{path}: torch.load(weights_only=True) refused it; axislens only imports plain "
-            f"tensors and dicts/lists of tensors and numbers ({str(exc).splitlines()[0]})"
+            f"tensors, dicts/lists of tensors and numbers, and numpy scalars "
+            f"({str(exc).splitlines()[0]})"
         ) from exc
     except RuntimeError as exc:
         raise ValueError(f"{path}: not a readable torch.save file ({exc})") from exc
@@ -287,6 +310,35 @@ class Direction:
             raise ValueError(
                 f"Direction has {self.n_layers} layers but the store/model has {n_layers}"
             )
+
+    # ---- other tools (axislens.interop; each library imports lazily)
+
+    def to_steering_vectors(self, layers: Any = None, coeff: float = 1.0) -> Any:
+        """A ``steering_vectors.SteeringVector`` adding ``coeff * v_l`` at decoder layer ``l``
+        (:func:`axislens.interop.to_steering_vectors`)."""
+        from axislens.interop import to_steering_vectors
+
+        return to_steering_vectors(self, layers, coeff)
+
+    def to_repeng(
+        self, layers: Any = None, coeff: float = 1.0, model_type: str | None = None
+    ) -> Any:
+        """A ``repeng.ControlVector`` (:func:`axislens.interop.to_repeng`)."""
+        from axislens.interop import to_repeng
+
+        return to_repeng(self, layers, coeff, model_type)
+
+    def to_gguf(
+        self,
+        path: PathLike,
+        layers: Any = None,
+        coeff: float = 1.0,
+        model_type: str | None = None,
+    ) -> Path:
+        """Write a llama.cpp control-vector ``.gguf`` (:func:`axislens.interop.export_gguf`)."""
+        from axislens.interop import export_gguf
+
+        return export_gguf(self, path, layers, coeff, model_type)
 
     # ---- files
 
@@ -683,6 +735,13 @@ class CapConfig:
             provenance=prov,
         )
 
+    def to_torch(self, path: PathLike, experiment_id: str | None = None) -> Path:
+        """Write the public capping-config ``.pt`` layout, the inverse of :meth:`from_torch`
+        (:func:`axislens.interop.save_capping_config`); ``from_torch(path, 0)`` reads it back."""
+        from axislens.interop import save_capping_config
+
+        return save_capping_config(self, path, experiment_id)
+
 
 def _finite(value: Any, what: str) -> float:
     if torch.is_tensor(value) and value.numel() == 1:
@@ -696,7 +755,7 @@ def _percentile_from_id(exp_id: str) -> float | None:
     """``"layers_46:54-p0.25"`` -> 25.0 (public ids give a quantile in [0, 1])."""
     match = re.search(r"-p([0-9]*\.?[0-9]+)$", exp_id)
     q = float(match.group(1)) if match else math.inf
-    return 100 * q if q <= 1 else (q if q <= 100 else None)
+    return round(100 * q, 9) if q <= 1 else (q if q <= 100 else None)
 
 
 def _find_experiment(path: Path, experiments: Any, experiment: str | int) -> Mapping[str, Any]:

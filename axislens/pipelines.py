@@ -49,6 +49,7 @@ __all__ = [
     "JudgeChoice",
     "RunSummary",
     "default_cap_layers",
+    "load_script",
     "parse_cap_layers",
     "run_axis",
     "run_collect",
@@ -72,14 +73,15 @@ class RunSummary:
     generated: int
     generated_tokens: int
     generate_seconds: float
-    collect: CollectSummary
+    collect: CollectSummary | None
+    """``None`` when collection was skipped (generation only: a later run completes it)."""
     judge: JudgeSummary | None
     seconds: float
 
     @property
     def tokens(self) -> int:
         """Tokens processed this run: generated tokens plus teacher-forced tokens."""
-        return self.generated_tokens + self.collect.tokens
+        return self.generated_tokens + (self.collect.tokens if self.collect else 0)
 
     @property
     def tokens_per_second(self) -> float:
@@ -93,8 +95,11 @@ class RunSummary:
                 f"generate: {self.generated} new responses, {self.generated_tokens} tokens in "
                 f"{self.generate_seconds:.1f} s ({rate:.1f} tokens/s)"
             )
-        lines.append(f"collect: {self.collect}")
-        if self.collect.skipped_reasons:
+        if self.collect is None:
+            lines.append("collect: skipped (generation only; rerun without --no-collect)")
+        else:
+            lines.append(f"collect: {self.collect}")
+        if self.collect is not None and self.collect.skipped_reasons:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(self.collect.skipped_reasons.items()))
             lines.append(f"  skipped: {why}")
         if self.judge is not None:
@@ -176,8 +181,16 @@ def run_collect(
     layers: Sequence[int] | slice | None = None,
     include_default: bool = True,
     progress: bool = True,
+    store_dtype: str | None = None,
+    writer: Any = None,
+    backend: Any = None,
+    collect_activations: bool = True,
 ) -> RunSummary:
     """Generate responses (``mode="response"``), collect span means, and judge, into ``out``.
+
+    ``store_dtype`` (``"float32"`` default for a new store, ``"bfloat16"``) and ``writer``
+    (:class:`~axislens.store.ExclusiveWriter` default, :class:`~axislens.store.SharedWriter` for
+    the ranks of one multi-process job) go to :meth:`~axislens.store.ActivationStore.create`.
 
     Args:
         personas: a :class:`~axislens.personas.catalogue.Personas`, a catalogue directory, or ``None`` for
@@ -189,6 +202,11 @@ def run_collect(
         judge: ``"none"`` (no scores), ``"model"`` (this model judges, greedy), ``"openai"``
             (:class:`~axislens.collection.judges.OpenAIJudge` configured from the environment) or a judge
             object. Only role responses are judged; ``"prefill"`` has nothing to judge.
+        backend: generate through this engine (e.g. an
+            :class:`~axislens.collection.engines.OpenAIBackend` on a vLLM server) instead of the
+            bridge; collection always runs through the bridge.
+        collect_activations: ``False`` stops after generation (and judging): a store with
+            responses but no activations, which a later run completes.
 
     Resumable: items already generated, collected or scored are skipped.
     """
@@ -203,6 +221,7 @@ def run_collect(
     from axislens.model.hooks import resolve_layers
     from axislens.model.loading import model_provenance
     from axislens.personas import Personas, load_personas
+    from axislens.presets import model_short_name
     from axislens.store import ActivationStore
 
     t0 = time.perf_counter()
@@ -210,6 +229,8 @@ def run_collect(
         raise ValueError(
             f"unknown mode {mode!r}; expected one of {', '.join(get_args(CollectMode))}"
         )
+    if mode == "prefill" and (backend is not None or not collect_activations):
+        raise ValueError("--mode prefill generates nothing: --engine and --no-collect do not apply")
     if mode == "prefill" and judge != "none":
         raise ValueError(
             "--judge needs responses; --mode prefill generates none (use --judge none)"
@@ -220,18 +241,22 @@ def run_collect(
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
     )
-    prov = generation_provenance(cat, sampling)
+    prov = generation_provenance(
+        cat, sampling, **({"engine": backend.name} if backend is not None else {})
+    )
     if mode == "prefill":
         prov = {"personas": prov["personas"]}
     policy = span_policy(mode)
     layer_list = resolve_layers(layers, int(model.cfg.n_layers))
     # Create (or check) the store before any work: a mismatched model/hooks/span fails fast.
     store = ActivationStore.create(
-        out, collection_manifest(model, tuple(hooks), layer_list, policy, prov)
+        out,
+        collection_manifest(model, tuple(hooks), layer_list, policy, prov, store_dtype),
+        writer=writer,
     )
     gen_t0 = time.perf_counter()
     generated = 0
-    backend = _CountingBackend(model, batch_size)
+    counting = _CountingBackend(model, batch_size)
     if mode == "response":
         before = {
             rid
@@ -251,10 +276,16 @@ def run_collect(
             seed=seed,
             batch_size=batch_size,
             include_default=include_default,
-            backend=backend,
+            backend=counting if backend is None else backend,
             progress=progress,
         )
         generated = sum(1 for r in records if r.id not in before)
+        if backend is not None:  # the engine's tokens, counted with the local tokenizer
+            counting.tokens = sum(
+                len(model.tokenizer(r.messages[-1]["content"], add_special_tokens=False).input_ids)
+                for r in records
+                if r.id not in before
+            )
     else:
         records = persona_items(
             cat,
@@ -262,20 +293,22 @@ def run_collect(
             n_prompts=n_prompts,
             n_questions=n_questions,
             include_default=include_default,
-            model_name=model_provenance(model).model_id.split("/")[-1],
+            model_name=model_short_name(model_provenance(model).model_id),
         )
     gen_seconds = time.perf_counter() - gen_t0
-    summary = collect(
-        model,
-        records,
-        store,
-        hooks=hooks,
-        layers=list(layer_list),
-        span=policy,
-        batch_size=batch_size,
-        provenance=prov,
-        progress=progress,
-    )
+    summary = None
+    if collect_activations:
+        summary = collect(
+            model,
+            records,
+            store,
+            hooks=hooks,
+            layers=list(layer_list),
+            span=policy,
+            batch_size=batch_size,
+            provenance=prov,
+            progress=progress,
+        )
     judged = None
     if judge_obj is not None:
         judged = judge_store(store, cat, judge_obj, progress=progress)
@@ -284,7 +317,7 @@ def run_collect(
         mode=mode,
         items=len(records),
         generated=generated,
-        generated_tokens=backend.tokens,
+        generated_tokens=counting.tokens,
         generate_seconds=gen_seconds if mode == "response" else 0.0,
         collect=summary,
         judge=judged,
@@ -294,34 +327,49 @@ def run_collect(
 
 # ------------------------------------------------------------------ run_axis
 
-CAP_DEPTH = (0.70, 0.85)
-"""Default cap block as a fraction of model depth: the paper capped Qwen3-32B layers 46-53 of
-64 (72-83%) and Llama-3.3-70B layers 56-71 of 80 (70-89%)."""
+def default_cap_layers(
+    stored: Sequence[int], n_model_layers: int, model_id: str | None = None
+) -> list[int]:
+    """The cap window of ``model_id`` from the known-model table
+    (:func:`axislens.presets.cap_window`: Qwen3-32B 46-53, Llama-3.3-70B 56-71, ...) when all
+    of it is stored; otherwise, as a *fallback* (with a warning saying so), the stored layers at
+    70%-85% of the model's depth (:data:`axislens.presets.CAP_DEPTH`; at least the one nearest
+    77.5%)."""
+    import warnings
+
+    from axislens.presets import cap_window, depth_cap_layers
+
+    if model_id is not None:
+        try:
+            window, source = cap_window(model_id, n_model_layers)
+        except ValueError as err:  # same name, another depth: not the tabled model
+            window, source = (), f"fallback ({err})"
+        if not source.startswith("fallback") and set(window) <= set(stored):
+            return list(window)
+        why = source if source.startswith("fallback") else f"{source}, not all stored"
+    else:
+        why = "no model id"
+    chosen = list(depth_cap_layers(n_model_layers, tuple(stored)))
+    warnings.warn(
+        f"cap layers {chosen}: depth-rule fallback ({why}); pass cap layers explicitly to override",
+        UserWarning,
+        stacklevel=2,
+    )
+    return chosen
 
 
-def default_cap_layers(stored: Sequence[int], n_model_layers: int) -> list[int]:
-    """Stored layers at 70%-85% of the model's depth (at least the one nearest 77.5%)."""
-    lo, hi = CAP_DEPTH
-    chosen = [la for la in stored if lo <= la / n_model_layers < hi]
-    if chosen:
-        return chosen
-    return [min(stored, key=lambda la: abs(la / n_model_layers - (lo + hi) / 2))]
+def parse_cap_layers(
+    text: str, stored: Sequence[int], n_model_layers: int | None = None
+) -> list[int]:
+    """:func:`~axislens.model.hooks.parse_layers` syntax: ``"all"`` (every stored layer);
+    ``"21:26"`` (stop excluded, as in Python and the public ids); ``"-4:"``; ``"21,23"``.
+    Negative layers count from ``n_model_layers`` (default: the last stored layer + 1)."""
+    from axislens.model.hooks import parse_layers, resolve_layers
 
-
-def parse_cap_layers(text: str, stored: Sequence[int]) -> list[int]:
-    """``"all"``; ``"21:26"`` (stop excluded, as in Python and the public ids); ``"21,23"``."""
-    text = text.strip()
-    try:
-        if text == "all":
-            return list(stored)
-        if ":" in text:
-            a, b = (int(p) for p in text.split(":"))
-            return list(range(a, b))
-        return [int(p) for p in text.split(",")]
-    except ValueError:
-        raise ValueError(
-            f"--cap-layers: expected 'all', a range such as 21:26 or a list such as 21,23; got {text!r}"
-        ) from None
+    if text.strip() == "all":
+        return list(stored)
+    n = n_model_layers if n_model_layers is not None else max(stored) + 1
+    return list(resolve_layers(parse_layers(text, "--cap-layers"), n, "--cap-layers"))
 
 
 def _floats(t: Any) -> list[float]:
@@ -344,7 +392,7 @@ def run_axis(
     from axislens import plots
     from axislens.analysis.space import layer_profile, persona_pca
     from axislens.analysis.thresholds import calibrate_cap
-    from axislens.analysis.traits import trait_cosines, trait_vectors
+    from axislens.analysis.traits import TraitFilter, trait_cosines, trait_vectors
     from axislens.analysis.vectors import role_projections, role_vectors
     from axislens.store import ActivationStore, atomic_write_bytes, atomic_write_json
 
@@ -353,14 +401,22 @@ def run_axis(
     src = ActivationStore.open(store)
     out_dir = Path(out)
     rv = role_vectors(src, hook=hook, min_score=min_score, min_count=min_count)
-    layer = rv.layers[len(rv.layers) // 2] if layer is None else layer
+    if layer is None:  # the known target layer (Gemma-2-27B: 22), else the middle stored layer
+        from axislens.presets import known_model
+
+        known = known_model(src.model_id) if src.model_id else None
+        layer = (
+            known.target_layer
+            if known is not None and known.target_layer in rv.layers
+            else rv.layers[len(rv.layers) // 2]
+        )
     rv.column(layer)  # raises naming the stored layers
     axis = rv.axis()
     n_model = rv.n_model_layers or max(rv.layers) + 1
     caps = (
-        default_cap_layers(rv.layers, n_model)
+        default_cap_layers(rv.layers, n_model, src.model_id)
         if cap_layers is None
-        else parse_cap_layers(cap_layers, rv.layers)
+        else parse_cap_layers(cap_layers, rv.layers, n_model)
         if isinstance(cap_layers, str)
         else list(cap_layers)
     )
@@ -377,7 +433,9 @@ def run_axis(
     ]
     traits: dict[str, Any] | None = None
     if src.query(kind="trait_pos") and src.query(kind="trait_neg"):
-        tc = trait_cosines(trait_vectors(src, hook=hook, layers=[layer]), axis, layer)
+        tfilter = TraitFilter() if min_score is not None else None  # > 50 / < 50 (assumption)
+        tv = trait_vectors(src, hook=hook, layers=[layer], score_filter=tfilter)
+        tc = trait_cosines(tv, axis, layer)
         traits = {"layer": layer, "cosines": dict(zip(tc.names, _floats(tc.cosines), strict=True))}
         figures.append(plots.trait_cosine_bars(tc))
 
@@ -498,6 +556,13 @@ class DemoConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    engine_url: str | None = None
+    """Generate through this OpenAI-compatible server (vLLM...) instead of the bridge."""
+    engine_model: str | None = None
+    engine_concurrency: int = 64
+    personas: str | None = None
+    """Persona catalogue folder (axislens or the paper's public layout: the paper preset);
+    ``None`` = the shipped catalogue. The summary records which one ran."""
 
     @classmethod
     def full(cls, **overrides: Any) -> DemoConfig:
@@ -543,12 +608,67 @@ def builtin_conversation(name: str = "philosophy_drift") -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-def _layers(n_layers: int) -> tuple[int, list[int], int]:
-    """(middle layer, cap window at ~73-83% depth as in the paper's configs, measure layer)."""
-    mid = n_layers // 2
-    lo, hi = round(0.72 * n_layers), round(0.84 * n_layers)
-    cap_layers = list(range(lo, max(hi, lo + 1)))
-    return mid, cap_layers, cap_layers[-1]
+def load_script(spec: str) -> tuple[tuple[str, ...], str | None, dict[str, Any], str]:
+    """``(user turns, system prompt, metadata, source)`` of a replay script
+    (``axislens monitor --script``): a transcript file (read by
+    :func:`~axislens.monitoring.projection.load_transcript`), a JSON file with a ``"user_turns"``
+    list (the layout of the shipped conversations), or the name of a shipped conversation
+    (``philosophy_drift``, ``coding_control``).
+
+    Example:
+        >>> turns, system, meta, source = load_script("philosophy_drift")
+        >>> len(turns) > 3 and meta["domain"]
+        'philosophy-of-AI'
+    """
+    from axislens.monitoring.projection import TranscriptError, load_transcript
+
+    path = Path(spec)
+    shipped = resources.files("axislens").joinpath("data/conversations")
+    obj: Any = None
+    if not path.exists():
+        name = path.stem if path.suffix in ("", ".json") else spec
+        if path.parent != Path(".") or not shipped.joinpath(f"{name}.json").is_file():
+            names = sorted(f.name[:-5] for f in shipped.iterdir() if f.name.endswith(".json"))
+            raise FileNotFoundError(
+                f"{spec}: no such file, and no shipped conversation of that name "
+                f"(shipped: {', '.join(names)})"
+            )
+        obj = builtin_conversation(name)
+        source = f"axislens/data/conversations/{name}.json"
+    else:
+        source = str(path)
+        if path.suffix == ".json":
+            try:
+                obj = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                obj = None  # load_transcript reports it, naming the line
+        if not (isinstance(obj, dict) and "user_turns" in obj):
+            t = load_transcript(path)
+            return t.user_turns, t.system, dict(t.metadata), source
+    turns = obj["user_turns"]
+    if not (
+        isinstance(turns, list) and turns and all(isinstance(x, str) and x.strip() for x in turns)
+    ):
+        raise TranscriptError(f"{source}: 'user_turns' must be a non-empty list of strings")
+    meta = {k: v for k, v in obj.items() if k != "user_turns"}
+    system = meta.get("system_prompt")
+    if not (isinstance(system, str) and system.strip()):
+        system = None
+    return tuple(turns), system, meta, source
+
+
+def _layers(n_layers: int, model_id: str = "") -> tuple[int, list[int], int, str]:
+    """(target layer, cap window, measure layer, where they come from): the known-model table
+    (:mod:`axislens.presets`), else the fallbacks (``n_layers // 2``; the depth rule)."""
+    from axislens.presets import cap_window, target_layer
+
+    try:
+        mid, mid_src = target_layer(model_id, n_layers)
+        caps, cap_src = cap_window(model_id, n_layers)
+    except ValueError as err:  # a tabled name with another depth (e.g. a truncated model)
+        mid, mid_src = n_layers // 2, f"fallback: n_layers // 2 ({err})"
+        caps, cap_src = cap_window("", n_layers)
+    return mid, list(caps), caps[-1], f"target layer: {mid_src}; cap layers: {cap_src}"
 
 
 def _judge(cfg: DemoConfig, model: Any) -> Any:
@@ -591,15 +711,33 @@ def run_demo(
         if model is None:
             model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype))
         n_layers = int(model.cfg.n_layers)
-        mid, cap_layers, measure = _layers(n_layers)
+        mid, cap_layers, measure, layer_note = _layers(
+            n_layers, model_provenance(model).model_id
+        )
         print(
             f"{model_provenance(model).model_id}: {n_layers} layers, d_model {model.cfg.d_model}; middle layer {mid}, cap layers {cap_layers}"
         )
-    personas = load_personas()
+        print(f"  ({layer_note})")
+    personas = load_personas(cfg.personas)
+    print(f"persona catalogue: {personas.source} (sha256 {personas.content_hash()[:12]})")
     roles = [r.name for r in personas.spread_roles()[: cfg.n_roles]] if cfg.n_roles else None
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    backend = None
+    if cfg.engine_url:
+        from axislens.collection.engines import OpenAIBackend
+
+        if not cfg.engine_model:
+            raise ValueError("DemoConfig.engine_url needs engine_model (the served model name)")
+        backend = OpenAIBackend(
+            cfg.engine_url, cfg.engine_model, concurrency=cfg.engine_concurrency
+        )
     prov = generation_provenance(
-        personas, sampling, n_prompts=cfg.n_prompts, n_questions=cfg.n_questions, roles=roles
+        personas,
+        sampling,
+        n_prompts=cfg.n_prompts,
+        n_questions=cfg.n_questions,
+        roles=roles,
+        **({"engine": backend.name} if backend is not None else {}),
     )
     manifest = collection_manifest(
         model, ["resid_post"], list(range(n_layers)), span_policy("response"), prov
@@ -619,6 +757,7 @@ def run_demo(
             max_new_tokens=cfg.max_new_tokens,
             seed=cfg.seed,
             batch_size=cfg.batch_size,
+            backend=backend,
             progress=progress,
         )
     with timer.stage("collect"):
@@ -712,6 +851,8 @@ def run_demo(
         summary: dict[str, Any] = {
             "config": asdict(cfg),
             "model": model_provenance(model).to_dict(),
+            "personas": {"source": personas.source, "sha256": personas.content_hash()},
+            "layers_source": layer_note,
             "store": str(out / "store"),
             "items": {
                 "responses": len(records),
@@ -759,6 +900,7 @@ def _table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     cap = s["cap"]
     return [
         ("model", s["model"]["model_id"]),
+        ("persona catalogue", str(s.get("personas", {}).get("source", "?"))),
         ("responses / roles used", f"{s['items']['responses']} / {s['roles_used']}"),
         (f"PC1 variance (layer {s['middle_layer']})", f"{100 * s['pc1_variance']:.1f}%"),
         ("dims for 70% variance", str(s["dims_70"])),

@@ -6,12 +6,35 @@ Layout of a store directory::
     items/00000.json ...          item records (role, prompt, question, messages, response)
     acts/00000.safetensors ...    per-item span means, one tensor per hook: [n, layer, d_model]
     scores/00000.json ...         judge scores {item id: {"score": 0-3 | null, "raw": ...}}
+    .lock, .writers/              who is writing (see "Writers" below)
 
-Every file is written to a temporary name in the same folder and renamed into place
-(``os.replace``), so a run killed at any moment (even ``kill -9``) leaves only complete files.
+Every file is written to a temporary name in the same folder and published under a shard name
+that no other file has (``os.link`` to the new name fails if it exists, so the writer moves to the
+next number), so a run killed at any moment (even ``kill -9``) leaves only complete files, and
+writers in several processes never overwrite each other's shards.
 Work is done in deterministic *chunks* (fixed item lists); a resumed run skips complete chunks and
 recomputes the rest with the same composition, so it ends bit-identical to an uninterrupted run.
 Later shards override earlier ones for the same item id (repairs append, never rewrite).
+
+Checksums: each activation shard stores, in its safetensors metadata, the sha256 of its id list
+and a crc32 of every row of every tensor (``zlib.crc32``: catches every flipped byte, 2 GB/s),
+checked on every read; JSON shards are ``{"sha256": ..., "items": [...]}`` with the sha256 of
+the canonical JSON of ``items``. A shard that fails its checksum raises :class:`StoreError`
+naming the file; :meth:`ActivationStore.repair` (run by ``axislens collect`` and
+:func:`~axislens.collection.responses.generate_responses`) moves it aside (``*.corrupt``) and the
+run recomputes what it held. Shards written before checksums existed are read unchecked.
+
+Writers: a process that writes to a store holds it. By default (:class:`ExclusiveWriter`) the
+first write (or :meth:`ActivationStore.create`) takes ``.lock``; any other process that then tries
+to write fails at once with ``store in use by pid N on host H``. A lock whose process has died
+(same host) is taken over. The ranks of one multi-process job open the store with
+``writer=SharedWriter(job=...)``: they register under ``.writers/`` and append side by side
+(shard names never collide), while an exclusive writer is still refused. Holding is per process
+and re-entrant; it ends with :meth:`ActivationStore.close` (or the ``with`` block), when the last
+store object of the process is garbage-collected, or when the process exits or dies.
+
+Storage dtype: ``store_dtype="bfloat16"`` at creation halves the disk use; reads return the
+dtype asked for (analysis reads float64), so accumulation never happens in bfloat16.
 
 The store never imports transformer_lens: open it in a notebook long after the model is gone.
 
@@ -24,16 +47,26 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
+import threading
+import time
+import weakref
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
@@ -41,39 +74,314 @@ from axislens._types import Float, Tensor
 
 __all__ = [
     "FORMAT_VERSION",
+    "STORE_DTYPES",
     "ActivationStore",
+    "ExclusiveWriter",
     "ItemRecord",
+    "SharedWriter",
     "StoreError",
+    "Writer",
     "atomic_write_bytes",
     "atomic_write_json",
+    "check_writable",
 ]
 
 FORMAT_VERSION = 1
 ItemKind = Literal["role", "default", "trait_pos", "trait_neg", "conversation"]
 _SHARD = re.compile(r"^(\d{5,})\.(json|safetensors)$")
+_NUMBERED = re.compile(r"^(\d{5,})\.")  # shards and shards moved aside (00003.json.corrupt)
+#: Storage dtypes accepted by ``store_dtype`` (manifest field ``dtype``).
+STORE_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 class StoreError(ValueError):
-    """A store is missing, corrupt or incompatible; the message names the file or field."""
+    """A store is missing, corrupt, incompatible or in use; the message names the file or field."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_temp(folder: Path, name: str, data: bytes) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
+    tmp = _write_temp(path.parent, path.name, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def _next_index(folder: Path) -> int:
+    names = (
+        [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
+        if folder.is_dir()
+        else []
+    )
+    return max(names, default=-1) + 1
+
+
+def _link_new(tmp: str, dest: Path) -> bool:
+    """Give the complete file ``tmp`` the name ``dest`` unless ``dest`` exists; True if done.
+
+    ``os.link`` is create-exclusive and atomic. Where hard links are not supported, an
+    ``O_CREAT | O_EXCL`` claim file reserves the name instead (then ``os.replace``)."""
+    try:
+        os.link(tmp, dest)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EXDEV,
+            errno.EMLINK,
+        ):
+            raise
+    return _claim_and_replace(tmp, dest)
+
+
+def _claim_and_replace(tmp: str, dest: Path) -> bool:
+    claim = dest.with_name(f".{dest.name}.claim")
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    try:
+        # A claim is released only after its file is in place, so a free claim on a taken
+        # name is seen here.
+        if dest.exists():
+            return False
+        os.replace(tmp, dest)
+        return True
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def _publish_new_shard(folder: Path, suffix: str, data: bytes) -> Path:
+    """Write ``data`` as the next free ``NNNNN.<suffix>`` in ``folder``, never replacing a file."""
+    tmp = _write_temp(folder, f"new.{suffix}", data)
+    try:
+        idx = _next_index(folder)
+        while True:
+            dest = folder / f"{idx:05d}.{suffix}"
+            if _link_new(tmp, dest):
+                break
+            idx = max(idx + 1, _next_index(folder))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return dest
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _json_shard_bytes(rows: list[dict[str, Any]]) -> bytes:
+    body = {"sha256": hashlib.sha256(_canonical(rows)).hexdigest(), "items": rows}
+    return (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    """A JSON shard's rows, checksum verified (a plain list is a shard from before checksums)."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: corrupt JSON shard ({type(err).__name__}: {err})") from None
+    if isinstance(data, dict) and "items" in data and "sha256" in data:
+        rows = data["items"]
+        if not isinstance(rows, list):
+            raise StoreError(f"{path}: corrupt JSON shard ('items' is not a list)")
+        if hashlib.sha256(_canonical(rows)).hexdigest() != data["sha256"]:
+            raise StoreError(f"{path}: corrupt JSON shard (sha256 checksum mismatch)")
+        data = rows
+    if not isinstance(data, list):
+        raise StoreError(f"{path}: corrupt JSON shard (expected a JSON list)")
+    return data
+
+
+# ------------------------------------------------------------------------------ writers / lock
+
+
+@dataclass(frozen=True, slots=True)
+class ExclusiveWriter:
+    """The default: this process is the store's only writer. Another process that tries to write
+    while it holds the store fails fast with ``store in use by pid N on host H``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedWriter:
+    """One of several cooperating writer processes (the ranks of one job, e.g. under
+    ``accelerate``'s ``PartialState``). Ranks append side by side without the exclusive lock;
+    an exclusive writer (another run) is refused while any rank is alive, and vice versa.
+    ``job`` labels the job in messages (e.g. a run id shared by the ranks)."""
+
+    job: str = ""
+
+
+Writer = ExclusiveWriter | SharedWriter
+
+_HOST = socket.gethostname()
+_GUARD_TIMEOUT_S = 60.0
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process start time (Linux ``/proc``), to tell a reused pid from the holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _me(writer: Writer) -> dict[str, Any]:
+    me: dict[str, Any] = {
+        "pid": os.getpid(),
+        "host": _HOST,
+        "start": _proc_start(os.getpid()),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "mode": "shared" if isinstance(writer, SharedWriter) else "exclusive",
+    }
+    if isinstance(writer, SharedWriter):
+        me["job"] = writer.job
+    return me
+
+
+def _read_holder(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as stale (files are written atomically)
+    return data if isinstance(data, dict) else {}
+
+
+def _alive(holder: Mapping[str, Any]) -> bool:
+    """Whether a lock holder may still be running (holders on other hosts are assumed alive)."""
+    try:
+        pid = int(holder["pid"])
+        host = str(holder["host"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if host != _HOST:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = holder.get("start")
+    now = _proc_start(pid)
+    return not (start is not None and now is not None and now != start)
+
+
+def _in_use(root: Path, where: Path, holder: Mapping[str, Any]) -> StoreError:
+    job = f" (shared writer of job {holder['job']!r})" if holder.get("job") else ""
+    other = f"; if that run is gone, delete {where}" if holder.get("host") != _HOST else ""
+    return StoreError(
+        f"{root}: store in use by pid {holder.get('pid')} on host {holder.get('host')}{job} "
+        f"since {holder.get('since', '?')} (lock {where}); wait for it to finish or write to "
+        f"another store{other}"
+    )
+
+
+@dataclass
+class _Lease:
+    root: Path
+    pid: int
+    files: list[Path]
+    count: int = 0
+
+
+_LEASES: dict[Path, _Lease] = {}
+_LEASES_LOCK = threading.Lock()
+
+
+def _acquire(root: Path, writer: Writer) -> Path:
+    """Hold ``root`` for this process (re-entrant); return the key to release it with."""
+    key = root.resolve()
+    with _LEASES_LOCK:
+        lease = _LEASES.get(key)
+        if lease is not None and lease.pid == os.getpid():
+            lease.count += 1
+            return key
+        lock, writers = key / ".lock", key / ".writers"
+        me = _me(writer)
+        try:
+            with FileLock(str(key / ".lock.guard"), timeout=_GUARD_TIMEOUT_S):
+                holder = _read_holder(lock)
+                if holder is not None and _alive(holder):
+                    raise _in_use(root, lock, holder)
+                if isinstance(writer, SharedWriter):
+                    lock.unlink(missing_ok=True)  # stale
+                    mine = writers / f"{_HOST}-{os.getpid()}.json"
+                    atomic_write_json(mine, me)
+                else:
+                    for p in sorted(writers.glob("*.json")) if writers.is_dir() else []:
+                        other = _read_holder(p)
+                        if other is not None and _alive(other):
+                            raise _in_use(root, p, other)
+                        p.unlink(missing_ok=True)  # stale
+                    mine = lock
+                    atomic_write_json(lock, me)
+        except Timeout:
+            raise StoreError(
+                f"{root}: could not take {key / '.lock.guard'} within {_GUARD_TIMEOUT_S:.0f} s"
+            ) from None
+        _LEASES[key] = _Lease(key, os.getpid(), [mine], 1)
+        return key
+
+
+def _release(key: Path) -> None:
+    with _LEASES_LOCK:
+        lease = _LEASES.get(key)
+        if lease is None or lease.pid != os.getpid():
+            return
+        lease.count -= 1
+        if lease.count > 0:
+            return
+        del _LEASES[key]
+        try:
+            with FileLock(str(key / ".lock.guard"), timeout=_GUARD_TIMEOUT_S):
+                for p in lease.files:
+                    h = _read_holder(p)
+                    if h and h.get("pid") == os.getpid() and h.get("host") == _HOST:
+                        p.unlink(missing_ok=True)
+        except (Timeout, OSError):
+            pass  # left behind: the next writer sees a dead pid and takes it over
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,91 +444,235 @@ def _shard_files(folder: Path, suffix: str) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split(".")[0]))
 
 
-def _next_index(folder: Path) -> int:
-    names = (
-        [int(p.name.split(".")[0]) for p in folder.iterdir() if _SHARD.match(p.name)]
-        if folder.is_dir()
-        else []
-    )
-    return max(names, default=-1) + 1
+def _move_aside(shard: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):  # another writer of the job moved it first
+        os.replace(shard, shard.with_name(shard.name + ".corrupt"))
 
 
-# Manifest fields that must agree before items are appended to an existing store.
-IDENTITY_FIELDS = ("model", "hooks", "layers", "span", "d_model", "dtype")
+# Manifest fields that must agree before items are appended to an existing store: the store's
+# identity. ``personas`` holds the catalogue hashes, ``generation`` the sampling settings
+# (temperature, top-p, seed, max tokens, engine); ``model`` the weights hash of local folders.
+IDENTITY_FIELDS = ("model", "hooks", "layers", "span", "d_model", "dtype", "personas", "generation")
+#: Identity fields that ``force=True`` may override (provenance); the others shape the stored
+#: tensors, so a store can never hold two values of them.
+FORCEABLE_FIELDS = ("model", "personas", "generation")
+
+
+def identity_differences(have: Any, want: Any, where: str) -> list[tuple[str, Any, Any]]:
+    """``(dotted field, store value, run value)`` for every leaf where ``want`` disagrees with
+    ``have``. A key the run leaves out is unspecified (e.g. no ``engine`` on a collection-only
+    resume), a key only the run has is a difference (e.g. a local-generation store resumed
+    with an engine)."""
+    if isinstance(have, Mapping) and isinstance(want, Mapping):
+        out: list[tuple[str, Any, Any]] = []
+        for key in want:
+            sub = f"{where}.{key}"
+            if key not in have:
+                out.append((sub, None, want[key]))
+            else:
+                out.extend(identity_differences(have[key], want[key], sub))
+        return out
+    return [] if have == want else [(where, have, want)]
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardInfo:
+    ids: tuple[str, ...]
+    crc32: Mapping[str, Sequence[int]] | None  # None: shard from before checksums
+
+
+def _row_bytes(block: torch.Tensor) -> Any:
+    """``[rows, ...]`` tensor -> ``[rows, nbytes]`` uint8 numpy view (any dtype, bf16 included)."""
+    b = block.contiguous()
+    return b.reshape(b.shape[0], -1).view(torch.uint8).numpy()
+
+
+def _row_crcs(block: torch.Tensor) -> list[int]:
+    return [zlib.crc32(row) for row in _row_bytes(block)]
+
+
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst.copy_(src)``; a plain memcpy/cast through numpy where it can (one thread: torch's
+    parallel copy out of a memory map is 2-3x slower on a busy 2-core machine)."""
+    if src.dtype in _NUMPY_DTYPES and dst.dtype in _NUMPY_DTYPES and dst.is_contiguous():
+        np.copyto(dst.numpy(), src.numpy(), casting="unsafe")
+    else:
+        dst.copy_(src)
+
+
+def _runs(rows: Sequence[int], gap: int = 8) -> list[tuple[int, int]]:
+    """Sorted row numbers -> half-open ``[lo, hi)`` blocks, merging holes of < ``gap`` rows."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and r - out[-1][1] < gap:
+            out[-1] = (out[-1][0], r + 1)
+        else:
+            out.append((r, r + 1))
+    return out
 
 
 class ActivationStore:
     """A directory of stored items, span-mean activations and judge scores.
 
-    Create with :meth:`create` (or let :func:`axislens.collection.activations` do it), open with :meth:`open`.
-    Reading is lazy: records and scores are small JSON; activation shards are memory-mapped with
-    safetensors and only the requested hook/layers/items are materialised.
+    Create with :meth:`create` (or let :func:`axislens.collection.activations` do it), open with
+    :meth:`open`. Reading is lazy: records and scores are small JSON; activation shards are
+    memory-mapped with safetensors and only the requested hook/items are read, in contiguous
+    blocks per shard, checksums verified. Writing holds the store for this process (see the
+    module docstring, "Writers"); use ``with`` or :meth:`close` to let go early.
     """
 
-    def __init__(self, root: Path, manifest: Mapping[str, Any]) -> None:
+    def __init__(
+        self, root: Path, manifest: Mapping[str, Any], *, writer: Writer | None = None
+    ) -> None:
         self.root = root
         self.manifest: Mapping[str, Any] = manifest
+        self.writer: Writer = writer if writer is not None else ExclusiveWriter()
         self._records: dict[str, ItemRecord] | None = None
         self._act_index: dict[str, tuple[Path, int]] | None = None
+        self._shards: dict[Path, _ShardInfo] = {}
+        self._release: weakref.finalize | None = None
+
+    # ------------------------------------------------------------------ holding the store
+    def _hold(self) -> None:
+        """Hold the store for writing (once per object; fails fast if another run holds it)."""
+        if self._release is None or not self._release.alive:
+            key = _acquire(self.root, self.writer)
+            self._release = weakref.finalize(self, _release, key)
+
+    def close(self) -> None:
+        """Stop holding the store for writing (reading still works; a later write re-takes it)."""
+        if self._release is not None:
+            self._release()
+
+    def __enter__(self) -> ActivationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ creation / opening
     @classmethod
-    def create(cls, root: str | os.PathLike[str], manifest: Mapping[str, Any]) -> ActivationStore:
-        """Open ``root`` for appending, creating it with ``manifest`` if new.
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        manifest: Mapping[str, Any],
+        *,
+        store_dtype: str | None = None,
+        writer: Writer | None = None,
+        force: bool = False,
+    ) -> ActivationStore:
+        """Open ``root`` for appending, creating it with ``manifest`` if new, and hold it.
 
-        An existing store must agree on :data:`IDENTITY_FIELDS` (model, hooks, layers, span
-        policy, d_model, dtype); otherwise :class:`StoreError` names the field that differs.
+        An existing store must agree on :data:`IDENTITY_FIELDS` (model incl. weights hash, hooks,
+        layers, span policy, d_model, dtype, persona catalogue hashes, generation settings);
+        otherwise :class:`StoreError` names the field that differs (e.g.
+        ``generation.temperature``), before anything is written. ``force=True`` accepts new
+        values of :data:`FORCEABLE_FIELDS` (model, personas, generation): the manifest takes
+        them and lists each override under ``forced``; hooks, layers, span, d_model and dtype
+        can never change.
+        ``store_dtype`` (``"float32"`` default, ``"bfloat16"``, ``"float16"``) is the storage
+        dtype of activations (manifest field ``dtype``); ``None`` keeps an existing store's.
+        ``writer``: :class:`ExclusiveWriter` (default) or :class:`SharedWriter` for the ranks of
+        one multi-process job. Raises ``StoreError("... store in use by pid N on host H ...")``
+        when another run holds the store.
         """
         path = Path(root)
         man_path = path / "manifest.json"
         wanted = {"format_version": FORMAT_VERSION, **manifest}
-        if man_path.is_file():
-            store = cls.open(path)
-            have = dict(store.manifest)
-            for key in IDENTITY_FIELDS:
-                if key in wanted and key in have and have[key] != _jsonable(wanted[key]):
-                    raise StoreError(
-                        f"{man_path}: refusing to append: field {key!r} differs "
-                        f"(store has {have[key]!r}, this run has {_jsonable(wanted[key])!r})"
-                    )
-            added = {k: v for k, v in _jsonable(wanted).items() if k not in have}
-            if added:  # e.g. collection settings added to a store made by generation
-                atomic_write_json(man_path, {**have, **added})
-                store = cls.open(path)
-            return store
+        if store_dtype is not None:
+            wanted["dtype"] = store_dtype
+        if "dtype" in wanted and wanted["dtype"] not in STORE_DTYPES:
+            raise StoreError(
+                f"{man_path}: unsupported storage dtype {wanted['dtype']!r} "
+                f"(field 'dtype'; expected one of {', '.join(STORE_DTYPES)})"
+            )
+        check_writable(path)
+        if man_path.is_file():  # check the identity before holding (or writing) anything
+            identity_check(man_path, cls.open(path).manifest, wanted, force=force)
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(man_path, _jsonable(wanted))
-        return cls.open(path)
+        store = cls(path, {}, writer=writer)
+        store._hold()
+        if man_path.is_file():
+            store.manifest = cls.open(path).manifest
+            have = dict(store.manifest)
+            want = _jsonable(wanted)
+            forced = identity_check(man_path, have, want, force=force)
+            updated = {k: v for k, v in want.items() if k not in have}
+            for key in {f.split(".")[0] for f, _, _ in forced}:
+                updated[key] = _merge(have[key], want[key])
+            if forced:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                updated["forced"] = [
+                    *have.get("forced", []),
+                    *({"field": f, "store": a, "run": b, "at": stamp} for f, a, b in forced),
+                ]
+            if updated:  # e.g. collection settings added to a store made by generation
+                atomic_write_json(man_path, {**have, **updated})
+                store.manifest = cls.open(path).manifest
+            return store
+        atomic_write_json(man_path, _jsonable({"dtype": "float32", **wanted}))
+        store.manifest = cls.open(path).manifest
+        return store
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str]) -> ActivationStore:
-        """Open an existing store lazily (works without transformer_lens or a model)."""
+    def open(cls, root: str | os.PathLike[str], *, writer: Writer | None = None) -> ActivationStore:
+        """Open an existing store lazily (works without transformer_lens or a model).
+
+        Reading never locks; the first write through this object holds the store as ``writer``
+        (default :class:`ExclusiveWriter`).
+        """
         path = Path(root)
         man_path = path / "manifest.json"
         if not man_path.is_file():
             raise StoreError(f"{path} is not an activation store: no manifest.json")
         try:
-            manifest = json.loads(man_path.read_text())
+            manifest = json.loads(man_path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise StoreError(f"{man_path}: not UTF-8 ({err.reason} at byte {err.start})") from None
         except json.JSONDecodeError as err:
             raise StoreError(f"{man_path}: not valid JSON ({err})") from None
+        if not isinstance(manifest, dict):
+            raise StoreError(
+                f"{man_path}: expected a JSON object, got {type(manifest).__name__} "
+                f"{json.dumps(manifest)[:40]}"
+            )
         if manifest.get("format_version") != FORMAT_VERSION:
             raise StoreError(
                 f"{man_path}: unsupported format_version {manifest.get('format_version')!r}"
             )
-        return cls(path, manifest)
+        _check_manifest(
+            man_path, manifest, has_acts=bool(_shard_files(path / "acts", "safetensors"))
+        )
+        return cls(path, manifest, writer=writer)
 
     # ------------------------------------------------------------------ properties
+    def _field(self, name: str) -> Any:
+        if name not in self.manifest:
+            raise StoreError(
+                f"{self.root / 'manifest.json'}: no field {name!r} (a store without activations?)"
+            )
+        return self.manifest[name]
+
     @property
     def hooks(self) -> tuple[str, ...]:
-        return tuple(self.manifest["hooks"])
+        return tuple(self._field("hooks"))
 
     @property
     def layers(self) -> tuple[int, ...]:
-        return tuple(self.manifest["layers"])
+        return tuple(self._field("layers"))
 
     @property
     def d_model(self) -> int:
-        return int(self.manifest["d_model"])
+        return int(self._field("d_model"))
+
+    @property
+    def store_dtype(self) -> torch.dtype:
+        """Storage dtype of the activation shards (manifest field ``dtype``)."""
+        dtype: torch.dtype = getattr(torch, str(self.manifest.get("dtype", "float32")))
+        return dtype
 
     @property
     def model_id(self) -> str:
@@ -280,14 +732,15 @@ class ActivationStore:
             out.append(r)
         return out
 
-    def append_records(self, records: Iterable[ItemRecord]) -> None:
-        """Write a new record shard atomically."""
+    def append_records(self, records: Iterable[ItemRecord]) -> Path | None:
+        """Write a new record shard (checksummed, under a fresh name); return its path."""
         recs = [r.to_json() for r in records]
         if not recs:
-            return
-        folder = self.root / "items"
-        atomic_write_json(folder / f"{_next_index(folder):05d}.json", recs)
+            return None
+        self._hold()
+        path = _publish_new_shard(self.root / "items", "json", _json_shard_bytes(recs))
         self._records = None
+        return path
 
     # ------------------------------------------------------------------ scores
     def scores(self) -> dict[str, dict[str, Any]]:
@@ -298,17 +751,19 @@ class ActivationStore:
                 out[str(d["id"])] = dict(d)
         return out
 
-    def append_scores(self, scores: Iterable[Mapping[str, Any]]) -> None:
+    def append_scores(self, scores: Iterable[Mapping[str, Any]]) -> Path | None:
         rows = [dict(s) for s in scores]
-        if rows:
-            folder = self.root / "scores"
-            atomic_write_json(folder / f"{_next_index(folder):05d}.json", rows)
+        if not rows:
+            return None
+        self._hold()
+        return _publish_new_shard(self.root / "scores", "json", _json_shard_bytes(rows))
 
     # ------------------------------------------------------------------ activations
     def append_activations(
         self, ids: Sequence[str], tensors: Mapping[str, Float[Tensor, "sample layer d_model"]]
     ) -> Path:
-        """Write one activation shard atomically: ``{hook: [len(ids), n_layers, d_model]}``."""
+        """Write one activation shard: ``{hook: [len(ids), n_layers, d_model]}``, cast to the
+        storage dtype, with checksums, under a fresh shard name."""
         for hook, t in tensors.items():
             if hook not in self.hooks:
                 raise StoreError(
@@ -324,28 +779,80 @@ class ActivationStore:
                 raise StoreError(
                     f"{self.root}: non-finite activations for item {ids[int(bad.nonzero()[0])]!r} ({hook})"
                 )
-        dtype = getattr(torch, str(self.manifest.get("dtype", "float32")))
-        payload = {h: t.detach().to("cpu", dtype).contiguous() for h, t in tensors.items()}
-        folder = self.root / "acts"
-        path = folder / f"{_next_index(folder):05d}.safetensors"
-        atomic_write_bytes(path, st_save(payload, metadata={"ids": json.dumps(list(ids))}))
+        payload = {
+            h: t.detach().to("cpu", self.store_dtype).contiguous() for h, t in tensors.items()
+        }
+        for h, t in payload.items():  # float16 overflows where float32 did not
+            if t.dtype == torch.float16 and not bool(torch.isfinite(t).all()):
+                raise StoreError(
+                    f"{self.root}: activations for {h!r} overflow the storage dtype "
+                    f"{self.manifest.get('dtype')!r}"
+                )
+        ids_json = json.dumps(list(ids))
+        meta = {
+            "ids": ids_json,
+            "ids_sha256": hashlib.sha256(ids_json.encode()).hexdigest(),
+            "crc32": json.dumps({h: _row_crcs(t) for h, t in payload.items()}),
+        }
+        self._hold()
+        path = _publish_new_shard(
+            self.root / "acts", "safetensors", st_save(payload, metadata=meta)
+        )
         self._act_index = None
         return path
+
+    def _shard_info(self, shard: Path) -> _ShardInfo:
+        """Read and check a shard's header: ids (sha256), hooks, shapes, row checksums."""
+        info = self._shards.get(shard)
+        if info is not None:
+            return info
+        with safe_open(str(shard), framework="pt") as f:
+            meta = f.metadata() or {}
+            ids_json = meta["ids"]
+            if "ids_sha256" in meta and (
+                hashlib.sha256(ids_json.encode()).hexdigest() != meta["ids_sha256"]
+            ):
+                raise StoreError("sha256 checksum of the item ids does not match")
+            ids = tuple(json.loads(ids_json))
+            if set(f.keys()) != set(self.hooks):
+                raise StoreError(f"holds hooks {sorted(f.keys())}, expected {list(self.hooks)}")
+            want = [len(ids), len(self.layers), self.d_model]
+            held = list(f.keys())
+            for h in held:
+                shape = list(f.get_slice(h).get_shape())
+                if shape != want:
+                    raise StoreError(f"tensor {h!r} has shape {shape}, expected {want}")
+            crc = json.loads(meta["crc32"]) if "crc32" in meta else None
+            if crc is not None and any(len(crc.get(h, ())) != len(ids) for h in held):
+                raise StoreError("row checksums do not match the item ids")
+        info = _ShardInfo(ids, crc)
+        self._shards[shard] = info
+        return info
+
+    def _verify(self, shard: Path, hook: str, lo: int, block: torch.Tensor) -> None:
+        crc = self._shard_info(shard).crc32
+        if crc is None:
+            return
+        want = crc[hook]
+        for k, got in enumerate(_row_crcs(block)):
+            if got != want[lo + k]:
+                raise StoreError(f"row {lo + k} of {hook!r} fails its crc32 checksum")
 
     def _activation_index(self, *, repair: bool = False) -> dict[str, tuple[Path, int]]:
         if self._act_index is None:
             index: dict[str, tuple[Path, int]] = {}
             for shard in _shard_files(self.root / "acts", "safetensors"):
                 try:
-                    with safe_open(str(shard), framework="pt") as f:
-                        ids = json.loads((f.metadata() or {})["ids"])
-                        if set(f.keys()) != set(self.hooks):
-                            raise StoreError(
-                                f"shard {shard} holds hooks {sorted(f.keys())}, expected {list(self.hooks)}"
-                            )
-                except Exception as err:
+                    ids = self._shard_info(shard).ids
                     if repair:
-                        shard.rename(shard.with_name(shard.name + ".corrupt"))
+                        with safe_open(str(shard), framework="pt") as f:
+                            for h in self.hooks:
+                                self._verify(shard, h, 0, f.get_tensor(h))
+                except Exception as err:
+                    self._shards.pop(shard, None)
+                    if repair:
+                        self._hold()
+                        _move_aside(shard)
                         continue
                     raise StoreError(
                         f"corrupt activation shard {shard} ({type(err).__name__}: {err}); run "
@@ -356,11 +863,27 @@ class ActivationStore:
             self._act_index = index
         return self._act_index
 
-    def repair(self) -> list[str]:
-        """Move unreadable activation shards aside (``*.corrupt``); return the item ids whose
-        activations must be recomputed (``axislens collect`` does this automatically)."""
+    def repair(self, *, activations: bool = True) -> list[str]:
+        """Move corrupt or truncated shards aside (``*.corrupt``): item records, scores and
+        (with ``activations``, reading every row to check its checksum) activation shards.
+
+        Returns the ids of items whose activations must be recomputed (``axislens collect``
+        does this automatically); records and scores in a moved shard are missing afterwards,
+        so a resumed generation/judging run produces them again.
+        """
+        for sub in ("items", "scores"):
+            for shard in _shard_files(self.root / sub, "json"):
+                try:
+                    _read_json_list(shard)
+                except StoreError:
+                    self._hold()
+                    _move_aside(shard)
+        self._records = None
+        if not activations:
+            return []
         before = {p.name for p in _shard_files(self.root / "acts", "safetensors")}
         self._act_index = None
+        self._shards.clear()
         index = self._activation_index(repair=True)
         after = {p.name for p in _shard_files(self.root / "acts", "safetensors")}
         if before == after:
@@ -382,7 +905,9 @@ class ActivationStore:
         """Stack stored span means: ``[len(ids), len(layers), d_model]`` in ``ids`` order.
 
         ``ids`` defaults to ``[r.id for r in self.query(**filters)]``. ``layers`` are model layer
-        numbers (must be among :attr:`layers`; default all stored).
+        numbers (must be among :attr:`layers`; default all stored). Rows are read in contiguous
+        blocks per shard and checked against their checksums; the result is cast to ``dtype``
+        (analysis passes float64, whatever the storage dtype).
         """
         if hook not in self.hooks:
             raise StoreError(
@@ -390,23 +915,35 @@ class ActivationStore:
             )
         ids = [r.id for r in self.query(**filters)] if ids is None else list(ids)
         cols = self._layer_columns(layers)
+        all_cols = cols == list(range(len(self.layers)))
         index = self._activation_index()
         out = torch.empty((len(ids), len(cols), self.d_model), dtype=dtype)
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        by_shard: dict[Path, dict[int, list[int]]] = {}
         for pos, rid in enumerate(ids):
             if rid not in index:
                 raise StoreError(f"{self.root}: no activations stored for item {rid!r}")
             shard, row = index[rid]
-            by_shard.setdefault(shard, []).append((pos, row))
-        for shard, pairs in by_shard.items():
+            by_shard.setdefault(shard, {}).setdefault(row, []).append(pos)
+        for shard, rows in by_shard.items():
             try:
                 with safe_open(str(shard), framework="pt") as f:
                     sl = f.get_slice(hook)
-                    for pos, row in pairs:
-                        out[pos] = sl[row : row + 1][0][cols].to(dtype)
+                    for lo, hi in _runs(sorted(rows)):
+                        block = sl[lo:hi]
+                        self._verify(shard, hook, lo, block)
+                        dest = [p for r in range(lo, hi) for p in rows.get(r, ())]
+                        take = [r - lo for r in range(lo, hi) for _ in rows.get(r, ())]
+                        picked = block if take == list(range(hi - lo)) else block[take]
+                        if not all_cols:
+                            picked = picked[:, cols]
+                        if dest == list(range(dest[0], dest[0] + len(dest))):
+                            _copy(out[dest[0] : dest[0] + len(dest)], picked)
+                        else:
+                            out.index_copy_(0, torch.tensor(dest), picked.to(dtype))
             except Exception as err:
                 raise StoreError(
-                    f"corrupt activation shard {shard} ({type(err).__name__}: {err})"
+                    f"corrupt activation shard {shard} ({type(err).__name__}: {err}); run "
+                    f"`axislens collect` again on this store to recompute it"
                 ) from None
         return out
 
@@ -438,15 +975,76 @@ class ActivationStore:
         return cols
 
 
-def _read_json_list(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise StoreError(f"{path}: corrupt JSON shard ({err})") from None
-    if not isinstance(data, list):
-        raise StoreError(f"{path}: expected a JSON list")
-    return data
+def _check_manifest(path: Path, m: Mapping[str, Any], *, has_acts: bool) -> None:
+    """One-line errors for manifest fields of the wrong type (or missing, once there are
+    activation shards: a store of records only may lack hooks/layers/d_model)."""
+    for name, ok in (
+        ("hooks", lambda v: isinstance(v, list) and all(isinstance(h, str) for h in v) and v),
+        ("layers", lambda v: isinstance(v, list) and all(type(x) is int for x in v) and v),
+        ("d_model", lambda v: type(v) is int and v > 0),
+    ):
+        if name not in m:
+            if has_acts:
+                raise StoreError(
+                    f"{path}: missing field {name!r} (the store has activation shards)"
+                )
+            continue
+        if not ok(m[name]):
+            raise StoreError(f"{path}: field {name!r} is malformed ({json.dumps(m[name])[:60]})")
+    if "dtype" in m and m["dtype"] not in STORE_DTYPES:
+        raise StoreError(
+            f"{path}: field 'dtype' is {m['dtype']!r}, expected one of {', '.join(STORE_DTYPES)}"
+        )
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
+
+
+def _merge(have: Any, want: Any) -> Any:
+    """``have`` updated with ``want`` (recursively for mappings; keys ``want`` omits are kept)."""
+    if isinstance(have, Mapping) and isinstance(want, Mapping):
+        return {**have, **{k: _merge(have.get(k), v) for k, v in want.items()}}
+    return want
+
+
+def identity_check(
+    man_path: Path, have: Mapping[str, Any], wanted: Mapping[str, Any], *, force: bool = False
+) -> list[tuple[str, Any, Any]]:
+    """Raise :class:`StoreError` naming the first identity field where ``wanted`` differs from
+    the manifest ``have`` (unless ``force`` and the field is forceable); return the forced
+    differences."""
+    want = _jsonable(wanted)
+    forced = []
+    for key in IDENTITY_FIELDS:
+        if key not in want or key not in have:
+            continue
+        for field_, a, b in identity_differences(have[key], want[key], key):
+            if force and key in FORCEABLE_FIELDS:
+                forced.append((field_, a, b))
+                continue
+            hint = " (or pass force=True / --force)" if key in FORCEABLE_FIELDS else ""
+            raise StoreError(
+                f"{man_path}: refusing to resume: field {field_!r} differs (store has "
+                f"{json.dumps(a)[:80]}, this run has {json.dumps(b)[:80]}); write to a new "
+                f"store{hint}"
+            )
+    return forced
+
+
+def check_writable(root: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreError` unless a store can be created or appended at ``root``: an
+    existing folder must be writable, a new one must have a writable existing ancestor. Writes
+    nothing (run it before any slow work)."""
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path}: is an existing file, not a store folder")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StoreError(f"{path}: cannot create the store ({probe} is not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise StoreError(f"{path}: cannot write the store ({probe} is not writable)")

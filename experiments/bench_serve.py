@@ -1,25 +1,27 @@
-"""Server throughput under concurrency vs calling ``generate_tokens`` in-process.
+"""Server throughput under concurrency vs ``generate_tokens`` in-process, and the cost of clients
+that hang up.
 
     python experiments/bench_serve.py --model smollm2-135m-instruct --clients 8 --requests 32
     python experiments/bench_serve.py --model tiny:llama
 
-The same greedy requests (distinct prompts, ``--max-tokens`` new tokens each) are run
+1. The same greedy requests (distinct prompts, ``--max-tokens`` new tokens each) in-process,
+   batched (``generate_tokens(..., batch_size=--clients)``): the reference.
+2. Through the server (``axislens.serving.engine``, loopback, official ``openai`` client) from
+   ``--clients`` threads at once, without projections: the server batches concurrent requests.
+   Its replies are checked to equal (1) (greedy).
+3. Cancellation: the latency of one real request on the idle server, then again right after
+   ``--hangups`` non-streaming clients asked for long replies and hung up after 0.3 s (the
+   server must drop them, not generate their tokens first).
+4. With ``--monitor``: (2) with per-request axis monitoring on (one teacher-forced pass each).
 
-1. in-process, one at a time (``generate_tokens(..., batch_size=1)``): the work the server does,
-   since it serialises generation on one model;
-2. in-process, batched (``batch_size=--clients``): what cross-request batching could reach;
-3. through the server (``axislens.serving.engine``, loopback, official ``openai`` client) from
-   ``--clients`` threads at once, without projections (same work as 1);
-4. the same with per-request axis monitoring on (one extra teacher-forced pass per request).
-
-It prints completion tokens per second for each and the ratios against (1), with the machine.
-Replies of (3) are checked to equal (1) token for token (greedy). One run; CPU timings on a
-shared machine are indicative only.
+Prints absolute numbers and ratios from one run, with the machine. CPU timings on a shared
+machine are indicative only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -45,9 +47,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--hangups", type=int, default=10)
+    parser.add_argument("--monitor", action="store_true", help="also time axis monitoring")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
     args = parser.parse_args()
 
+    import httpx
     import openai
     import torch
 
@@ -78,16 +83,9 @@ def main() -> int:
         out = fn()
         return time.perf_counter() - t0, out
 
-    generate_tokens(model, [convs[0].input_ids], sampling, batch_size=1)  # warm-up
-    t_seq, seq = timed(
-        lambda: generate_tokens(model, [c.input_ids for c in convs], sampling, batch_size=1)
-    )
-    t_bat, bat = timed(
-        lambda: generate_tokens(
-            model, [c.input_ids for c in convs], sampling, batch_size=args.clients
-        )
-    )
-    n_seq = sum(len(t) for t in seq)
+    prompts = [c.input_ids for c in convs]
+    generate_tokens(model, prompts[: args.clients], sampling, batch_size=args.clients)  # warm-up
+    t_bat, bat = timed(lambda: generate_tokens(model, prompts, sampling, batch_size=args.clients))
     n_bat = sum(len(t) for t in bat)
 
     def run_server(axis: Any) -> tuple[float, list[Any]]:
@@ -117,19 +115,61 @@ def main() -> int:
                 t.join()
             return time.perf_counter() - t0, results
 
+    print(f"in-process batch={args.clients}: {t_bat:.2f} s, {n_bat} tokens", file=sys.stderr)
     t_srv, srv = run_server(None)
+    print(f"server: {t_srv:.2f} s", file=sys.stderr)
     n_srv = sum(r.usage.completion_tokens for r in srv)
     tok = model.tokenizer
     same = sum(
         r.choices[0].message.content == tok.decode(t, skip_special_tokens=True).strip()
-        for r, t in zip(srv, seq, strict=True)
+        for r, t in zip(srv, bat, strict=True)
     )
-    g = torch.Generator().manual_seed(0)
-    axis = Direction(
-        torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g), method="random"
-    )
-    t_mon, mon = run_server(axis)
-    n_mon = sum(r.usage.completion_tokens for r in mon)
+
+    # Cancellation: one real request, idle vs right after clients that hung up.
+    app = create_app(model, name="bench")
+    with background_server(app) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+
+        def real_request() -> float:
+            t, _ = timed(
+                lambda: client.chat.completions.create(
+                    model="bench", messages=messages[1], max_tokens=args.max_tokens, temperature=0
+                )
+            )
+            return t
+
+        real_request()  # warm-up
+        t_idle = min(real_request() for _ in range(2))
+
+        def hang_up(k: int) -> None:
+            body = {"model": "bench", "messages": messages[k], "max_tokens": 512, "temperature": 0}
+            with contextlib.suppress(httpx.TimeoutException):
+                httpx.post(url + "/chat/completions", json=body, timeout=0.3)
+
+        hangups = [threading.Thread(target=hang_up, args=(k,)) for k in range(args.hangups)]
+        for t in hangups:
+            t.start()
+        for t in hangups:
+            t.join()
+        t_after = real_request()
+
+    rows = [
+        (f"in-process generate_tokens, batch_size={args.clients}", t_bat, n_bat),
+        (f"server, {args.clients} concurrent clients", t_srv, n_srv),
+    ]
+    if args.monitor:
+        g = torch.Generator().manual_seed(0)
+        axis = Direction(
+            torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g), method="random"
+        )
+        t_mon, mon = run_server(axis)
+        rows.append(
+            (
+                f"server + axis monitoring, {args.clients} clients",
+                t_mon,
+                sum(r.usage.completion_tokens for r in mon),
+            )
+        )
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -137,15 +177,15 @@ def main() -> int:
         f"{args.model}; {args.requests} requests x <= {args.max_tokens} new tokens, greedy"
     )
     print(f"{'run':48s} {'seconds':>8s} {'tokens':>7s} {'tok/s':>8s} {'ratio':>6s}")
-    ref = n_seq / t_seq
-    for name, t, n in (
-        ("in-process generate_tokens, batch_size=1", t_seq, n_seq),
-        (f"in-process generate_tokens, batch_size={args.clients}", t_bat, n_bat),
-        (f"server, {args.clients} concurrent clients", t_srv, n_srv),
-        (f"server + axis monitoring, {args.clients} clients", t_mon, n_mon),
-    ):
+    ref = n_bat / t_bat
+    for name, t, n in rows:
         print(f"{name:48s} {t:8.2f} {n:7d} {n / t:8.1f} {n / t / ref:6.2f}")
     print(f"server replies equal to in-process greedy replies: {same}/{len(srv)}")
+    print(
+        f"one request ({args.max_tokens} tokens): idle {t_idle:.2f} s; right after "
+        f"{args.hangups} clients hung up after 0.3 s: {t_after:.2f} s "
+        f"(ratio {t_after / t_idle:.2f})"
+    )
     return 0
 
 

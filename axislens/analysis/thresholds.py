@@ -1,30 +1,155 @@
 """Projections of stored responses on a direction, and cap thresholds calibrated from them.
 
-``tau_l`` is the empirical percentile of ``h · v̂_l`` over the collected responses at layer ``l``
-(DESIGN.md §1: the paper uses the 25th percentile); :func:`calibrate_cap` returns a
-:class:`~axislens.directions.CapConfig` in axislens' floor convention
-``h <- h - v̂_l min(h·v̂_l - tau_l, 0)``, convertible to the public ceiling form with
+``tau_l`` is an empirical percentile of projections ``h · v̂_l`` at layer ``l``;
+:func:`calibrate_cap` returns a :class:`~axislens.directions.CapConfig` in axislens' floor
+convention ``h <- h - v̂_l min(h·v̂_l - tau_l, 0)``, convertible to the public ceiling form with
 :meth:`~axislens.directions.CapConfig.to_ceiling`.
+
+Two choices decide which projections the percentile is taken over; the paper's public code ships
+thresholds but not the code that computed them, so both are explicit arguments:
+
+- the *unit* (``unit="response" | "token"``): one value per response (the projection of its
+  span mean, read from the store) or one value per response token (computed with the model by
+  :func:`axislens.collection.tokens.token_projections`, which the store cannot provide: it holds
+  span means only). The cap acts on every token, whose projections spread wider than response
+  means, so a per-token percentile puts ``tau`` lower in the response-mean distribution.
+- the *pool* (:class:`Pool`): which items feed the percentile: default responses (never scored,
+  never filtered) and/or role responses, these optionally filtered by judge score.
+
+**Default (an assumption, stated once here and in docs/concepts.md):** ``unit="response"``,
+``percentile=0.25`` and ``Pool()`` = every collected role response (any score) plus every
+default response. The paper says "the 25th percentile of projections"; per-response means and
+this pool are axislens' reading, not a documented fact of the paper.
 
 Example:
     >>> axis = assistant_axis(store)  # doctest: +SKIP
     >>> cap = calibrate_cap(store, axis, layers=range(21, 26), percentile=0.25)  # doctest: +SKIP
     >>> cap.percentile, cap.layers  # doctest: +SKIP
     (25.0, (21, 22, 23, 24, 25))
+    >>> tok = token_projections(model, store, axis, layers=range(21, 26))  # doctest: +SKIP
+    >>> calibrate_cap(store, axis, layers=range(21, 26), unit="token", tokens=tok)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 
 from axislens._types import Float, Tensor
-from axislens.analysis.vectors import StoreSource, _check_direction, _open, _stream
+from axislens.analysis.vectors import (
+    StoreSource,
+    _check_direction,
+    _check_filters,
+    _frozen,
+    _Item,
+    _open,
+    _Source,
+    _stream,
+)
 from axislens.directions import CapConfig, Direction
 
-__all__ = ["StoreProjections", "calibrate_cap", "project_store"]
+__all__ = [
+    "CapUnit",
+    "Pool",
+    "StoreProjections",
+    "TokenProjections",
+    "calibrate_cap",
+    "direction_fingerprint",
+    "project_store",
+]
+
+CapUnit = Literal["response", "token"]
+"""What one value of a cap percentile is: a response's span-mean projection, or one token's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """Which collected items feed a cap percentile (or :func:`project_store`).
+
+    ``default``: every collected default response (defaults are never scored, so never
+    filtered). ``roles``: collected role responses, those with judge score ``>= min_score``
+    when ``min_score`` is set (the filter applies to roles only). ``Pool()`` (all roles of every
+    score, plus all defaults) is the documented default of :func:`calibrate_cap`.
+
+    >>> Pool(min_score=3).describe()
+    {'default': True, 'roles': True, 'min_score': 3}
+    >>> Pool.default_only().roles, Pool.roles_only(3).default
+    (False, False)
+    """
+
+    default: bool = True
+    roles: bool = True
+    min_score: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("default", "roles"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Pool.{name} must be a bool, got {getattr(self, name)!r}")
+        if not (self.default or self.roles):
+            raise ValueError("Pool selects nothing: set default=True and/or roles=True")
+        _check_filters(self.min_score, 1)
+        if self.min_score is not None and not self.roles:
+            raise ValueError(
+                "Pool.min_score filters role responses, but roles=False (defaults are never scored)"
+            )
+
+    @classmethod
+    def default_only(cls) -> Pool:
+        """Only the default (Assistant) responses."""
+        return cls(default=True, roles=False)
+
+    @classmethod
+    def roles_only(cls, min_score: int | None = None) -> Pool:
+        """Only role responses, with score ``>= min_score`` if given."""
+        return cls(default=False, roles=True, min_score=min_score)
+
+    def describe(self) -> dict[str, Any]:
+        return {"default": self.default, "roles": self.roles, "min_score": self.min_score}
+
+    def select(self, src: _Source) -> list[_Item]:
+        """The pooled items of ``src`` (collected ones only), in (store, id) order."""
+        items: list[_Item] = []
+        if self.roles:
+            if self.min_score is not None and src.query(kind="role"):
+                scored = [
+                    (k, r)
+                    for k, r in src.query(kind="role")
+                    if src.stores[k].scores().get(r.id, {}).get("score") is not None
+                ]
+                if not scored:
+                    raise ValueError(
+                        f"{src.where}: Pool(min_score={self.min_score}) but no role response "
+                        f"has a judge score; use Pool(min_score=None)"
+                    )
+            items += src.query(kind="role", min_score=self.min_score)
+        if self.default:
+            items += src.query(kind="default")
+        return sorted(items, key=lambda t: (t[0], t[1].id))
+
+
+def _resolve_pool(pool: Pool | None, min_score: int | None) -> Pool:
+    if pool is not None and min_score is not None:
+        raise ValueError("pass either pool=Pool(min_score=...) or min_score=..., not both")
+    if pool is None:
+        return Pool(min_score=min_score)
+    if not isinstance(pool, Pool):
+        raise TypeError(f"pool must be a Pool, got {type(pool).__name__}")
+    return pool
+
+
+def direction_fingerprint(direction: Direction, layers: Iterable[int]) -> str:
+    """sha256 (hex) of ``direction``'s hook and its float32 rows at ``layers``: ties token
+    projections to the direction they were computed on."""
+    digest = hashlib.sha256(direction.hook.encode())
+    for layer in layers:
+        digest.update(f"|{layer}|".encode())
+        digest.update(direction.vectors[layer].float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -44,23 +169,71 @@ class StoreProjections:
         return self.values[:, self.layers.index(layer)]
 
 
-def project_store(
-    source: StoreSource,
-    direction: Direction,
-    *,
-    layers: Iterable[int] | None = None,
-    kind: str | Sequence[str] | None = ("role", "default"),
-    min_score: int | None = None,
-) -> StoreProjections:
-    """Project every collected item of ``kind`` (score ``>= min_score``) on ``direction``.
+@dataclass(frozen=True, slots=True, eq=False)
+class TokenProjections:
+    """Per-token projections ``h_t · v̂_l`` (float64) of stored responses, one
+    ``[token, layer]`` tensor per item, over the tokens the store's span policy averages.
 
-    Read at ``direction.hook``; unit vectors and dot products in float64.
+    Made with a model by :func:`axislens.collection.tokens.token_projections`; ``fingerprint``
+    is :func:`direction_fingerprint` of the direction at ``layers``, checked by
+    :func:`calibrate_cap`.
     """
-    src = _open(source, direction.hook)
-    _check_direction(
-        direction, d_model=src.d_model, hook=src.hook, model_id=src.model_id, where=src.where
-    )
-    cols = src.resolve_layers(layers)
+
+    ids: tuple[str, ...]
+    layers: tuple[int, ...]
+    values: tuple[Float[Tensor, "token layer"], ...]
+    hook: str = "resid_post"
+    fingerprint: str = ""
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        vals = tuple(torch.as_tensor(v).detach().to("cpu", torch.float64) for v in self.values)
+        if len(vals) != len(self.ids) or len(set(self.ids)) != len(self.ids):
+            raise ValueError(
+                f"TokenProjections has {len(vals)} tensors for {len(self.ids)} ids (ids distinct)"
+            )
+        for rid, v in zip(self.ids, vals, strict=True):
+            if v.ndim != 2 or v.shape[1] != len(self.layers) or v.shape[0] < 1:
+                raise ValueError(
+                    f"TokenProjections of item {rid!r} has shape {tuple(v.shape)}; expected "
+                    f"[token >= 1, {len(self.layers)}]"
+                )
+        object.__setattr__(self, "values", vals)
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "provenance", _frozen(self.provenance))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(int(v.shape[0]) for v in self.values)
+
+    def stacked(
+        self, ids: Sequence[str] | None = None, layers: Sequence[int] | None = None
+    ) -> Float[Tensor, "token layer"]:
+        """The tokens of ``ids`` (default all, in order) at ``layers``, stacked."""
+        index = {rid: i for i, rid in enumerate(self.ids)}
+        want = self.ids if ids is None else tuple(ids)
+        missing = [rid for rid in want if rid not in index]
+        if missing:
+            raise ValueError(
+                f"no token projections for {len(missing)} pooled item(s), e.g. {missing[0]!r}; "
+                f"compute them over the same pool"
+            )
+        cols = list(range(len(self.layers)))
+        if layers is not None:
+            for layer in layers:
+                if layer not in self.layers:
+                    raise ValueError(
+                        f"layer {layer} has no token projections (layers: {list(self.layers)})"
+                    )
+            cols = [self.layers.index(layer) for layer in layers]
+        if not want:
+            return torch.empty(0, len(cols), dtype=torch.float64)
+        return torch.cat([self.values[index[rid]][:, cols] for rid in want])
+
+
+def _units(direction: Direction, cols: Sequence[int]) -> Float[Tensor, "layer d_model"]:
     for layer in cols:
         if layer >= direction.n_layers:
             raise ValueError(
@@ -71,10 +244,33 @@ def project_store(
     for layer, norm in zip(cols, norms[:, 0], strict=True):
         if not bool(norm > 0):
             raise ValueError(f"Direction has a zero vector at layer {layer}; nothing to project on")
-    units = rows / norms
-    items = tuple(src.query(kind=kind, min_score=min_score))
+    return rows / norms
+
+
+def project_store(
+    source: StoreSource,
+    direction: Direction,
+    *,
+    layers: Iterable[int] | None = None,
+    pool: Pool | None = None,
+    min_score: int | None = None,
+) -> StoreProjections:
+    """Project the span mean of every collected item of ``pool`` (default :class:`Pool()`: all
+    role and default responses; ``min_score`` is shorthand for ``Pool(min_score=...)`` and
+    filters roles only) on ``direction``.
+
+    Read at ``direction.hook``; unit vectors and dot products in float64.
+    """
+    chosen = _resolve_pool(pool, min_score)
+    src = _open(source, direction.hook)
+    _check_direction(
+        direction, d_model=src.d_model, hook=src.hook, model_id=src.model_id, where=src.where
+    )
+    cols = src.resolve_layers(layers)
+    units = _units(direction, cols)
+    items = chosen.select(src)
     if not items:
-        raise ValueError(f"{src.where}: no collected items of kind {kind!r} to project")
+        raise ValueError(f"{src.where}: no collected items in {chosen} to project")
     out = torch.empty(len(items), len(cols), dtype=torch.float64)
     pos = 0
     for _g, recs, x in _stream(src, [items], cols):
@@ -96,18 +292,31 @@ def calibrate_cap(
     *,
     layers: Iterable[int],
     percentile: float = 0.25,
-    kind: str | Sequence[str] = ("role", "default"),
+    unit: CapUnit = "response",
+    pool: Pool | None = None,
     min_score: int | None = None,
+    tokens: TokenProjections | None = None,
 ) -> CapConfig:
-    """Per-layer cap thresholds: ``tau_l`` = the empirical ``percentile`` of ``h · v̂_l`` over
-    the collected responses of ``kind`` (score ``>= min_score``; default all) at layer ``l``.
+    """Per-layer cap thresholds: ``tau_l`` = the empirical ``percentile`` of the projections on
+    ``axis`` at layer ``l`` of the items in ``pool``, counted per ``unit``.
 
-    ``percentile`` is a *fraction* in [0, 1] as in the public ids (``0.25`` = the paper's 25th
-    percentile); the returned :class:`CapConfig` records it on its 0-100 scale
-    (``cap.percentile == 25.0``). The quantile interpolates linearly between order statistics
-    (``torch.quantile(..., interpolation="linear")``, identical to ``numpy.percentile``'s default):
-    with sorted projections ``p_0 <= ... <= p_{n-1}``, ``tau = p_i + (q(n-1) - i)(p_{i+1} - p_i)``
-    for ``i = floor(q(n-1))``.
+    Args:
+        percentile: a *fraction* in [0, 1] as in the public ids (``0.25`` = the 25th
+            percentile); the returned :class:`CapConfig` records it on its 0-100 scale.
+        unit: ``"response"`` (default): one value per response, the projection of its stored
+            span mean. ``"token"``: one value per response token, from ``tokens``
+            (:func:`axislens.collection.tokens.token_projections`; the store holds span means
+            only, so per-token values need a model pass).
+        pool: which items (:class:`Pool`); default ``Pool()`` = all role responses (every
+            score) plus all default responses.
+        min_score: shorthand for ``Pool(min_score=...)``: filters *role* responses by judge
+            score; default responses (never scored) stay in the pool.
+
+    The default (``unit="response"``, ``Pool()``, ``percentile=0.25``) is an assumption: the
+    paper's public code ships thresholds but not how they were computed (docs/concepts.md).
+    The percentile is ``numpy.percentile(values, 100 * percentile, axis=0)`` (linear
+    interpolation): with sorted values ``p_0 <= ... <= p_{n-1}``,
+    ``tau = p_i + (q(n-1) - i)(p_{i+1} - p_i)`` for ``i = floor(q(n-1))``.
 
     Example:
         >>> cap = calibrate_cap(store, axis, layers=range(21, 26), percentile=0.25)  # doctest: +SKIP
@@ -123,12 +332,35 @@ def calibrate_cap(
             f"percentile is a fraction in [0, 1] (0.25 = the paper's 25th percentile), got "
             f"{percentile!r}; CapConfig.percentile records it on the 0-100 scale"
         )
+    if unit not in get_args(CapUnit):
+        raise ValueError(f"unknown unit {unit!r}; expected one of {list(get_args(CapUnit))}")
+    if unit == "token" and tokens is None:
+        raise ValueError(
+            "unit='token' needs tokens=token_projections(model, store, axis, layers=...) "
+            "(axislens.collection.tokens); the store holds span means only"
+        )
+    if unit == "response" and tokens is not None:
+        raise ValueError("tokens= is only used with unit='token'")
+    chosen = _resolve_pool(pool, min_score)
     layer_list = tuple(layers)
     if not layer_list:
         raise ValueError("calibrate_cap needs at least one layer")
-    proj = project_store(source, axis, layers=layer_list, kind=kind, min_score=min_score)
+    proj = project_store(source, axis, layers=layer_list, pool=chosen)
+    values = proj.values
+    if tokens is not None:
+        if tokens.hook != axis.hook:
+            raise ValueError(
+                f"token projections are at hook {tokens.hook!r}, the axis at {axis.hook!r}"
+            )
+        want = direction_fingerprint(axis, tokens.layers)
+        if tokens.fingerprint != want:
+            raise ValueError(
+                "token projections were computed on another direction (fingerprint differs); "
+                "recompute them with this axis"
+            )
+        values = tokens.stacked(proj.ids, layer_list)
     q = float(percentile)
-    taus = torch.quantile(proj.values, q, dim=0, interpolation="linear")
+    taus = np.percentile(values.numpy(), 100 * q, axis=0)
     return CapConfig(
         axis,
         layers=layer_list,
@@ -140,9 +372,12 @@ def calibrate_cap(
                 "stores": list(proj.stores),
                 "percentile_fraction": q,
                 "interpolation": "linear (numpy.percentile default)",
-                "kind": [kind] if isinstance(kind, str) else list(kind),
-                "min_score": min_score,
+                "unit": unit,
+                "pool": chosen.describe(),
                 "n_items": len(proj.ids),
+                "n_values": int(values.shape[0]),
+                "assumption": "unit, pool and percentile are axislens' reading of the paper "
+                "(docs/concepts.md, 'Cap thresholds')",
             },
         },
     )

@@ -2,7 +2,13 @@
 their cosines with the Assistant Axis.
 
 Trait items in a store have ``kind`` ``"trait_pos"`` / ``"trait_neg"`` and ``role`` = the trait
-name. Read without a model, in float64, like :mod:`axislens.analysis.vectors`.
+name (:func:`axislens.collection.traits.trait_items` makes them). Read without a model, in float64,
+like :mod:`axislens.analysis.vectors`.
+
+Filtering (:class:`TraitFilter`), a documented *assumption* mirroring the role filter: trait
+items are judged on the public 0-100 trait rubric; a positive item is kept when its score is
+``> 50`` (the trait is expressed), a negative item when it is ``< 50`` (it is not). Unscored items
+and REFUSAL verdicts (stored as ``None``) are dropped. ``score_filter=None`` keeps every response.
 
 Example:
     >>> tv = trait_vectors(store)  # doctest: +SKIP
@@ -26,12 +32,59 @@ from axislens.analysis.vectors import (
     _field,
     _frozen,
     _open,
-    _select,
     _stream,
 )
 from axislens.directions import Direction
 
-__all__ = ["TraitCosines", "TraitVectors", "trait_cosines", "trait_vectors"]
+__all__ = ["TraitCosines", "TraitFilter", "TraitVectors", "trait_cosines", "trait_vectors"]
+
+
+@dataclass(frozen=True, slots=True)
+class TraitFilter:
+    """Keep positive trait items scoring ``> pos_above`` and negative ones scoring
+    ``< neg_below`` (0-100 trait scale; default 50/50, an assumption mirroring the paper's role
+    filter)."""
+
+    pos_above: int = 50
+    neg_below: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("pos_above", "neg_below"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
+                raise ValueError(f"TraitFilter.{name} must be an int in 0..100, got {v!r}")
+
+    def keeps(self, kind: str, score: int | None) -> bool:
+        if score is None:
+            return False
+        return score > self.pos_above if kind == "trait_pos" else score < self.neg_below
+
+    def describe(self) -> dict[str, int]:
+        return {"pos_above": self.pos_above, "neg_below": self.neg_below}
+
+
+def _select_side(
+    src: Any, kind: str, filt: TraitFilter | None, min_count: int
+) -> tuple[dict[str, tuple[Any, ...]], dict[str, int]]:
+    """``({trait: items kept}, {trait: count} of traits below min_count)`` for one side."""
+    items = src.query(kind=kind)
+    if filt is not None:
+        scores = [s.scores() for s in src.stores]
+        got = [scores[k].get(r.id, {}).get("score") for k, r in items]
+        if items and all(s is None for s in got):
+            raise ValueError(
+                f"{src.where}: no judge scores for the {kind!r} responses; judge them "
+                f"(judge_store(..., kinds=('trait_pos', 'trait_neg'))) or pass score_filter=None"
+            )
+        items = [it for it, s in zip(items, got, strict=True) if filt.keeps(kind, s)]
+    by: dict[str, list[Any]] = {n: [] for n in sorted({r.role for _, r in src.query(kind=kind)})}
+    for item in items:
+        by[item[1].role].append(item)
+    low = {n: len(v) for n, v in by.items() if len(v) < min_count}
+    kept = {
+        n: tuple(sorted(v, key=lambda t: (t[0], t[1].id))) for n, v in by.items() if n not in low
+    }
+    return kept, low
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -72,24 +125,32 @@ def trait_vectors(
     *,
     hook: str = "resid_post",
     layers: Iterable[int] | None = None,
-    min_score: int | None = None,
+    score_filter: TraitFilter | None = TraitFilter(),
     min_count: int = 1,
 ) -> TraitVectors:
     """``mean(trait_pos) - mean(trait_neg)`` per trait (items' ``role`` is the trait name).
 
+    ``score_filter`` (default ``TraitFilter()``: positive items scoring > 50, negative < 50 on the
+    0-100 trait rubric, an assumption) selects the responses; ``None`` keeps all of them.
     Traits missing either side, or with fewer than ``min_count`` responses on a side, are
     excluded and reported in ``excluded`` as ``(n_pos, n_neg)``.
     """
+    if score_filter is not None and not isinstance(score_filter, TraitFilter):
+        raise TypeError(f"score_filter must be a TraitFilter or None, got {score_filter!r}")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
     src = _open(source, hook)
     cols = src.resolve_layers(layers)
-    pos = _select(src, "trait_pos", min_score, min_count, warn=False)
-    neg = _select(src, "trait_neg", min_score, min_count, warn=False)
-    npos = dict(zip(pos.names, (len(g) for g in pos.groups), strict=True))
-    nneg = dict(zip(neg.names, (len(g) for g in neg.groups), strict=True))
-    every = sorted({*pos.names, *neg.names, *pos.excluded, *neg.excluded})
+    if not src.query(kind="trait_pos") and not src.query(kind="trait_neg"):
+        raise ValueError(f"{src.where}: no collected trait responses (trait_pos/trait_neg)")
+    gpos, low_pos = _select_side(src, "trait_pos", score_filter, min_count)
+    gneg, low_neg = _select_side(src, "trait_neg", score_filter, min_count)
+    npos = {n: len(g) for n, g in gpos.items()}
+    nneg = {n: len(g) for n, g in gneg.items()}
+    every = sorted({*gpos, *gneg, *low_pos, *low_neg})
     names = [n for n in every if n in npos and n in nneg]
     excluded = {
-        n: (npos.get(n, pos.excluded.get(n, 0)), nneg.get(n, neg.excluded.get(n, 0)))
+        n: (npos.get(n, low_pos.get(n, 0)), nneg.get(n, low_neg.get(n, 0)))
         for n in every
         if n not in names
     }
@@ -97,8 +158,6 @@ def trait_vectors(
         raise ValueError(f"{src.where}: no trait has both positive and negative responses")
     if excluded:
         warnings.warn(f"traits excluded (n_pos, n_neg): {excluded}", UserWarning, stacklevel=2)
-    gpos = dict(zip(pos.names, pos.groups, strict=True))
-    gneg = dict(zip(neg.names, neg.groups, strict=True))
     groups = [gpos[n] for n in names] + [gneg[n] for n in names]
     sums = torch.zeros(len(groups), len(cols), src.d_model, dtype=torch.float64)
     for g, _recs, x in _stream(src, groups, cols):
@@ -112,7 +171,10 @@ def trait_vectors(
         layers=cols,
         hook=hook,
         excluded=excluded,
-        provenance=src.provenance(min_score=min_score, min_count=min_count),
+        provenance=src.provenance(
+            score_filter=None if score_filter is None else score_filter.describe(),
+            min_count=min_count,
+        ),
     )
 
 

@@ -21,13 +21,8 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from typing import TYPE_CHECKING
 
-from axislens.cli.app import command
-from axislens.pipelines import run_axis
-
-if TYPE_CHECKING:
-    pass
+from axislens.cli.app import command, one_layer, open_fraction, out_dir, positive_int
 
 __all__: list[str] = []
 
@@ -36,35 +31,54 @@ def _min_score(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 0-3 or 'none', got {text!r}") from None
+    if not 0 <= value <= 3:
+        raise argparse.ArgumentTypeError(f"expected 0-3 or 'none', got {text!r}")
+    return value
 
 
 def _add_axis_args(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(help_text="compute the Assistant Axis, persona space and cap thresholds")
     p.add_argument("--store", required=True, help="activation store folder")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--layer", type=int, default=None, help="layer for PCA (default: middle)")
+    p.add_argument("--out", type=out_dir, required=True, help="output folder")
+    p.add_argument(
+        "--layer", type=one_layer("--layer"), default=None, help="layer for PCA (default: middle)"
+    )
     p.add_argument(
         "--min-score",
         type=_min_score,
         default=3,
-        help="judge score a role response needs (0-3), or 'none' for all responses (default 3)",
+        help="judge score a role response needs (0-3), or 'none' for all responses",
     )
-    p.add_argument("--min-count", type=int, default=50, help="responses a role needs (default 50)")
+    p.add_argument("--min-count", type=positive_int, default=50, help="responses a role needs")
     p.add_argument(
-        "--percentile", type=float, default=0.25, help="cap quantile, a fraction (default 0.25)"
+        "--percentile", type=open_fraction, default=0.25, help="cap quantile, a fraction"
     )
     p.add_argument(
-        "--cap-layers", default=None, help="'all', '21:26' or '21,23' (default: 70-85%% depth)"
+        "--cap-layers",
+        default=None,
+        help="layers to cap: 21:26 (stop-exclusive), -6:, 21,23 or all stored layers "
+        "(default: 70-85%% depth)",
     )
-    p.add_argument("--scale", default="center", choices=["center", "center_l2"])
-    p.add_argument("--hook", default="resid_post")
+    p.add_argument(
+        "--scale", default="center", choices=["center", "center_l2"], help="PCA preprocessing"
+    )
+    p.add_argument("--hook", default="resid_post", help="stored hook to read")
 
 
-@command("axis", _add_axis_args)
+@command(
+    "axis",
+    _add_axis_args,
+    summary="compute the Assistant Axis, persona space and cap thresholds of a store",
+    example="axislens axis --store runs/smol --min-score 3 --min-count 50 --out runs/smol/axis",
+)
 def _cmd_axis(args: argparse.Namespace) -> int:
+    from axislens.model.hooks import parse_layers
+    from axislens.pipelines import run_axis
+
+    if args.cap_layers is not None:
+        parse_layers(args.cap_layers, "--cap-layers")  # syntax errors before reading the store
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = run_axis(

@@ -9,6 +9,12 @@ Example (shell)::
     axislens collect --model smollm2-135m-instruct --out runs/smol --roles 20 \\
         --prompts 2 --questions 10 --max-new-tokens 64 --judge model
 
+Generation through an engine (vLLM, SGLang, TGI...), collection through the bridge::
+
+    axislens collect --model Qwen/Qwen3-32B --out runs/qwen --engine openai \\
+        --engine-url http://127.0.0.1:8000/v1 --engine-model qwen3-32b --no-collect
+    axislens collect --model Qwen/Qwen3-32B --out runs/qwen --device cuda   # collects
+
 Example (Python):
     >>> summary = run_collect(model, "runs/x", roles=6, n_prompts=2, n_questions=4,
     ...                       max_new_tokens=32, judge="none")  # doctest: +SKIP
@@ -18,16 +24,33 @@ Example (Python):
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
-from axislens.cli.app import _add_model_arg, command, load_from_args
-from axislens.model.hooks import parse_layers
-from axislens.pipelines import CollectMode, JudgeChoice, _pick_roles, run_collect
+from axislens.cli.app import (
+    add_engine_args,
+    add_model_args,
+    add_sampling_args,
+    backend_from_args,
+    check_catalogue,
+    command,
+    engine_url,
+    layers,
+    load_from_args,
+    out_dir,
+    positive_float,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from axislens.collection.judges import Judge
+    from axislens.pipelines import JudgeChoice
 
 __all__ = ["parse_roles"]
+
+# pipelines.CollectMode and pipelines.JudgeChoice (a test checks they match), written out so that
+# --help needs no torch.
+_MODES = ("response", "prefill")
+_JUDGES = ("none", "model", "openai")
 
 
 def parse_roles(text: str | None) -> int | list[str] | None:
@@ -37,6 +60,8 @@ def parse_roles(text: str | None) -> int | list[str] | None:
         return None
     text = text.strip()
     if text.isdigit():
+        if int(text) < 1:
+            raise ValueError(f"--roles: expected at least 1 role, got {text}")
         return int(text)
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -45,44 +70,89 @@ def parse_roles(text: str | None) -> int | list[str] | None:
 
 
 def _add_collect_args(p: argparse.ArgumentParser) -> None:
-    _add_model_arg(p, positional=False)
-    p.add_argument("--out", required=True, help="store directory (created, or resumed)")
+    add_model_args(p)
+    p.add_argument("--out", type=out_dir, required=True, help="store folder (created, or resumed)")
     p.add_argument(
-        "--roles", default=None, help="N (first N roles, categories interleaved) or name,name"
+        "--roles", default="all", help="all, N (first N roles, categories interleaved) or name,name"
     )
-    p.add_argument("--prompts", type=int, default=5, help="system-prompt variants per role")
-    p.add_argument("--questions", type=int, default=240, help="extraction questions per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--mode", choices=get_args(CollectMode), default="response")
+    p.add_argument(
+        "--prompts", type=positive_int, default=5, help="system-prompt variants per role (max 5)"
+    )
+    p.add_argument(
+        "--questions", type=positive_int, default=240, help="extraction questions per prompt"
+    )
+    add_sampling_args(p, max_new_tokens=512, temperature=0.7)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="sequences per batch")
+    add_engine_args(p, choice=True)
+    p.add_argument(
+        "--no-collect",
+        action="store_true",
+        help="generate (and judge) only; a later run without it collects the activations",
+    )
+    p.add_argument("--mode", choices=_MODES, default="response", help="what the spans cover")
     p.add_argument(
         "--judge",
-        choices=get_args(JudgeChoice),
+        choices=_JUDGES,
         default="none",
         help="openai reads AXISLENS_JUDGE_MODEL, AXISLENS_JUDGE_BASE_URL/OPENAI_BASE_URL, "
         "OPENAI_API_KEY",
     )
-    p.add_argument("--layers", default=None, help="all (default), 0,7,-1 or 10:20")
+    p.add_argument(
+        "--judge-url", type=engine_url, default=None, metavar="URL", help="--judge openai endpoint"
+    )
+    p.add_argument("--judge-model", default=None, metavar="NAME", help="--judge openai model")
+    p.add_argument(
+        "--judge-concurrency", type=positive_int, default=8, help="judge requests in flight"
+    )
+    p.add_argument(
+        "--judge-rpm",
+        type=positive_float,
+        default=None,
+        help="judge requests per minute (default: no limit)",
+    )
+    p.add_argument(
+        "--layers", type=layers("--layers"), default=None, help="layers to store (default: all)"
+    )
     p.add_argument("--hooks", default="resid_post", help="comma list, e.g. resid_post,mlp_out")
-    p.add_argument("--personas", default=None, help="catalogue directory (default: shipped)")
+    p.add_argument("--personas", default=None, help="catalogue folder (default: the shipped one)")
     p.add_argument("--no-default", action="store_true", help="skip the default-prompt items")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-@command("collect", _add_collect_args)
+@command(
+    "collect",
+    _add_collect_args,
+    summary="generate role responses, store their activations and judge them (resumable)",
+    example="axislens collect --model smollm2-135m-instruct --out runs/smol --roles 20 \\\n"
+    "    --prompts 2 --questions 10 --max-new-tokens 64 --judge model",
+)
 def _cmd_collect(args: argparse.Namespace) -> int:
     from axislens.collection.judges import OpenAIJudge
+    from axislens.model.hooks import HOOKS
     from axislens.personas import load_personas
+    from axislens.pipelines import run_collect
 
     # Check everything that can be checked before the (slow) model load.
     roles = parse_roles(args.roles)
-    layers = parse_layers(args.layers, "--layers") if args.layers is not None else None
+    hooks = tuple(h.strip() for h in args.hooks.split(",") if h.strip())
+    unknown = [h for h in hooks if h not in HOOKS]
+    if not hooks or unknown:
+        raise ValueError(
+            f"--hooks: expected a comma list of {', '.join(HOOKS)}, got {args.hooks!r}"
+        )
     personas = load_personas(args.personas)
-    _pick_roles(personas, roles)
-    judge: JudgeChoice | Judge = OpenAIJudge() if args.judge == "openai" else args.judge
+    check_catalogue(personas, roles, args.prompts, args.questions)
+    judge: JudgeChoice | Judge = args.judge
+    if args.judge == "openai":
+        judge = OpenAIJudge(
+            args.judge_model,
+            base_url=args.judge_url,
+            concurrency=args.judge_concurrency,
+            requests_per_minute=args.judge_rpm,
+        )
+    elif args.judge_url or args.judge_model:
+        raise ValueError("--judge-url/--judge-model need --judge openai")
+    backend = backend_from_args(args)  # reachable and serving --engine-model, before the load
     model = load_from_args(args)
     summary = run_collect(
         model,
@@ -98,10 +168,12 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         mode=args.mode,
         judge=judge,
-        hooks=tuple(h.strip() for h in args.hooks.split(",") if h.strip()),
-        layers=layers,
+        hooks=hooks,
+        layers=args.layers,
         include_default=not args.no_default,
         progress=not args.quiet,
+        backend=backend,
+        collect_activations=not args.no_collect,
     )
     print(summary)
     return 0

@@ -3,10 +3,15 @@
 Registered on import through :func:`axislens.cli.app.command` (``axislens.cli.app`` imports this module
 after defining ``command``).
 
+``--coeff`` is in the units of the Python API: raw units of the direction vector (``h + c * v``,
+as ``steer(model, direction, c, layers)``), or, with ``--norm-units``, in average residual norms
+measured on the prompt (``h + c * |h|_avg * v/|v|``, as ``norm_units=residual_norms(...)``).
+
 Example::
 
     axislens steer --model smollm2-135m-instruct --axis axis.safetensors --layers 12:16 \\
         --coeff -4 "Who are you?"
+    axislens steer --axis axis.safetensors --layers 12:16 --coeff -0.5 --norm-units "Who are you?"
     axislens cap --model qwen3-32b --cap capping_config.pt --experiment layers_46:54-p0.25 "..."
 """
 
@@ -15,10 +20,20 @@ from __future__ import annotations
 import argparse
 import shutil
 import textwrap
-from pathlib import Path
 from typing import Any
 
-from axislens.cli.app import _add_model_arg, command, load_from_args
+from axislens.cli.app import (
+    add_model_args,
+    add_sampling_args,
+    command,
+    layers,
+    load_cap,
+    load_direction,
+    load_from_args,
+    non_negative_int,
+    number,
+    sampling_from_args,
+)
 
 __all__ = ["side_by_side"]
 
@@ -40,27 +55,59 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, width
     return "\n".join(f"{x:<{col}} | {y}".rstrip() for x, y in zip(a, b, strict=True))
 
 
+def _positions(text: str) -> Any:
+    from axislens.interventions.operations import parse_positions
+
+    try:
+        return parse_positions(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    _add_model_arg(p, positional=False)
+    add_model_args(p)
     p.add_argument("prompt", help="the user message")
     p.add_argument("--system", default=None, help="system prompt")
-    p.add_argument("--positions", default="all", help="all, prompt, response, last or 3:7,9:12")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=0, help="output width (default: the terminal)")
+    p.add_argument(
+        "--positions",
+        type=_positions,
+        default="all",
+        help="all, prompt, response, last or 3:7,9:12",
+    )
+    add_sampling_args(p, max_new_tokens=64)
+    p.add_argument(
+        "--width", type=non_negative_int, default=0, help="output width (0: the terminal's)"
+    )
 
 
 def _add_steer_args(p: argparse.ArgumentParser) -> None:
     _add_generation_args(p)
     p.add_argument("--axis", required=True, help="Direction file (.safetensors) or torch .pt")
-    p.add_argument("--layers", required=True, help="e.g. 12:16, -4:, 7 or 3,5,9")
-    p.add_argument("--coeff", type=float, required=True, help="steering coefficient")
+    p.add_argument(
+        "--layers", type=layers("--layers"), required=True, help="e.g. 12:16, -4:, 7 or 3,5,9"
+    )
+    p.add_argument(
+        "--coeff",
+        type=number,
+        required=True,
+        help="steering coefficient c, in raw units of the direction vector (adds c * v), as in "
+        "the Python API; with --norm-units, in average residual norms",
+    )
+    p.add_argument(
+        "--norm-units",
+        action="store_true",
+        help="count --coeff in average residual norms per layer, measured on the prompt "
+        "(residual_norms), along the unit direction",
+    )
     p.add_argument(
         "--op", default="add", choices=["add", "ablate"], help="add c*v, or project out + c*v"
     )
-    p.add_argument("--hook", default=None, help="resid_post (default: the axis's hook), ...")
+    p.add_argument(
+        "--hook",
+        default=None,
+        choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"],
+        help="hook point (default: the axis's hook)",
+    )
 
 
 def _add_cap_args(p: argparse.ArgumentParser) -> None:
@@ -69,37 +116,20 @@ def _add_cap_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default=None, help="experiment id or index inside a .pt config")
 
 
-def _load_direction(path: str) -> Any:
-    from axislens.directions import Direction
+def _conversation(args: argparse.Namespace, model: Any) -> Any:
+    from axislens.model.chat import format_conversation
 
-    return Direction.from_torch(path) if Path(path).suffix == ".pt" else Direction.load(path)
-
-
-def _load_cap(path: str, experiment: str | None, n_layers: int) -> Any:
-    from axislens.directions import CapConfig
-
-    if Path(path).suffix != ".pt":
-        return CapConfig.load(path)
-    if experiment is None:
-        raise ValueError(f"{path}: a capping_config.pt needs --experiment (an id or an index)")
-    exp: str | int = int(experiment) if experiment.lstrip("-").isdigit() else experiment
-    return CapConfig.from_torch(path, exp, n_layers=n_layers)
+    messages = [{"role": "system", "content": args.system}] if args.system is not None else []
+    messages.append({"role": "user", "content": args.prompt})
+    return format_conversation(model, messages, add_generation_prompt=True)
 
 
 def _compare(args: argparse.Namespace, model: Any, intervention: Any, title: str) -> int:
     from axislens.interventions.attach import intervene
-    from axislens.model.chat import format_conversation
-    from axislens.model.decoding import SamplingConfig, generate_text
+    from axislens.model.decoding import generate_text
 
-    messages = [{"role": "system", "content": args.system}] if args.system is not None else []
-    messages.append({"role": "user", "content": args.prompt})
-    conv = format_conversation(model, messages, add_generation_prompt=True)
-    sampling = SamplingConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
+    conv = _conversation(args, model)
+    sampling = sampling_from_args(args)
     with intervene(model, intervention):  # validates before the unsteered run costs anything
         pass
     plain = generate_text(model, [conv], sampling)[0]
@@ -109,35 +139,57 @@ def _compare(args: argparse.Namespace, model: Any, intervention: Any, title: str
     return 0
 
 
-@command("steer", _add_steer_args)
+@command(
+    "steer",
+    _add_steer_args,
+    summary="answer one prompt with and without steering along a direction, side by side",
+    example="axislens steer --model smollm2-135m-instruct --axis runs/smol/axis/axis.safetensors \\\n"
+    '    --layers 12:16 --coeff -4 "Who are you?"',
+)
 def _cmd_steer(args: argparse.Namespace) -> int:
-    from axislens.interventions.attach import Intervention
-    from axislens.interventions.operations import Ablate, Add, parse_positions
-    from axislens.model.hooks import parse_layers
+    from axislens.interventions.attach import Intervention, residual_norms
+    from axislens.interventions.operations import Ablate, Add
 
-    direction = _load_direction(args.axis)
+    direction = load_direction(args.axis)
     op = Add(args.coeff) if args.op == "add" else Ablate(args.coeff)
-    iv = Intervention(
-        op,
-        direction,
-        parse_layers(args.layers),
-        hook=args.hook,
-        positions=parse_positions(args.positions),
-    )
+    iv = Intervention(op, direction, args.layers, hook=args.hook, positions=args.positions)
+    sampling_from_args(args)  # checks the sampling flags before the model loads
     model = load_from_args(args)
-    title = f"{args.op} {args.coeff:g} x axis at layers {args.layers} ({iv.hook})"
+    units = "x axis"
+    if args.norm_units:
+        assert iv.hook is not None  # set from the axis when --hook is not given
+        norms = residual_norms(model, [_conversation(args, model)], args.layers, hook=iv.hook)
+        iv = Intervention(
+            op, direction, args.layers, hook=args.hook, positions=args.positions, norm_units=norms
+        )
+        units = "x residual norm along the axis"
+    where = _layers_text(args.layers)
+    title = f"{args.op} {args.coeff:g} {units} at layers {where} ({iv.hook})"
     return _compare(args, model, iv, title)
 
 
-@command("cap", _add_cap_args)
+def _layers_text(spec: Any) -> str:
+    if isinstance(spec, slice):
+        start = "" if spec.start is None else spec.start
+        stop = "" if spec.stop is None else spec.stop
+        return f"{start}:{stop}"
+    return ",".join(str(x) for x in spec)
+
+
+@command(
+    "cap",
+    _add_cap_args,
+    summary="answer one prompt with and without activation capping, side by side",
+    example='axislens cap --model smollm2-135m-instruct --cap runs/smol/axis/cap.json "Who are you?"\n'
+    'axislens cap --model qwen3-32b --cap capping_config.pt --experiment layers_46:54-p0.25 "..."',
+)
 def _cmd_cap(args: argparse.Namespace) -> int:
     from axislens.interventions.attach import cap_intervention
-    from axislens.interventions.operations import parse_positions
 
-    positions = parse_positions(args.positions)
+    sampling_from_args(args)
     model = load_from_args(args)
-    cap_config = _load_cap(args.cap, args.experiment, int(model.cfg.n_layers))
-    iv = cap_intervention(cap_config, positions=positions)
+    cap_config = load_cap(args.cap, args.experiment, int(model.cfg.n_layers))
+    iv = cap_intervention(cap_config, positions=args.positions)
     layers = cap_config.layers
     title = f"capped at layers {layers[0]}..{layers[-1]} ({len(layers)} layers)"
     return _compare(args, model, iv, title)

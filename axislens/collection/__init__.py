@@ -16,6 +16,13 @@ from axislens.collection.activations import (
     resolve_layers,
     span_policy,
 )
+from axislens.collection.engines import (
+    Completion,
+    EngineError,
+    EngineInfo,
+    OpenAIBackend,
+    StreamingBackend,
+)
 from axislens.collection.judges import (
     Judge,
     JudgeError,
@@ -42,6 +49,9 @@ __all__ = [
     "Backend",
     "BridgeBackend",
     "CollectSummary",
+    "Completion",
+    "EngineError",
+    "EngineInfo",
     "Judge",
     "JudgeError",
     "JudgeRequest",
@@ -49,10 +59,12 @@ __all__ = [
     "JudgeSummary",
     "KeepAll",
     "ModelJudge",
+    "OpenAIBackend",
     "OpenAIJudge",
     "PrefillSpan",
     "ResponseSpan",
     "SpanPolicy",
+    "StreamingBackend",
     "collect",
     "generate_responses",
     "generation_provenance",

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from axislens.model.chat import FormattedConversation, format_conversation
 from axislens.model.hooks import hook_name, resolve_layers
 from axislens.model.loading import model_provenance
-from axislens.store import ActivationStore, ItemRecord, StoreError
+from axislens.store import ActivationStore, ItemRecord, StoreError, Writer
 
 __all__ = [
     "AllTurnsSpan",
@@ -282,7 +282,10 @@ def collection_manifest(
     layers: Sequence[int],
     policy: SpanPolicy,
     extra: Mapping[str, Any] | None,
+    store_dtype: str | None = None,
 ) -> dict[str, Any]:
+    """Manifest of a collection run. ``store_dtype`` (storage dtype, manifest field ``dtype``):
+    ``None`` keeps an existing store's (a new store gets float32)."""
     import axislens
 
     return {
@@ -291,7 +294,7 @@ def collection_manifest(
         "layers": list(layers),
         "span": policy.name,
         "d_model": int(model.cfg.d_model),
-        "dtype": "float32",
+        **({"dtype": store_dtype} if store_dtype is not None else {}),
         "axislens_version": axislens.__version__,
         **(dict(extra) if extra else {}),
     }
@@ -309,6 +312,8 @@ def collect(
     max_tokens: int | None = None,
     provenance: Mapping[str, Any] | None = None,
     progress: bool = True,
+    store_dtype: str | None = None,
+    writer: Writer | None = None,
 ) -> CollectSummary:
     """Collect span means of ``hooks`` at ``layers`` for every conversation into ``store``.
 
@@ -323,6 +328,11 @@ def collect(
         max_tokens: context limit (default the model's ``n_ctx``); longer conversations lose
             their oldest exchanges with a warning.
         provenance: extra manifest fields (persona/question hashes, generation settings).
+        store_dtype: storage dtype of a new store (``"float32"`` default, ``"bfloat16"`` halves
+            the disk use); ``None`` keeps an existing store's.
+        writer: :class:`~axislens.store.ExclusiveWriter` (default; another run writing to the
+            store fails fast) or :class:`~axislens.store.SharedWriter` for each rank of one
+            multi-process job (default: the given store object's).
 
     Resumable: items already collected are reused; a run killed at any point and restarted
     produces the same store contents. Corrupt shards are moved aside and recomputed.
@@ -347,13 +357,11 @@ def collect(
     ]
     if len({r.id for r in records}) != len(records):
         raise ValueError("conversations contain duplicate item ids")
+    want = collection_manifest(model, hooks, layer_list, policy, provenance, store_dtype)
     if not isinstance(store, ActivationStore):
-        store = ActivationStore.create(
-            store, collection_manifest(model, hooks, layer_list, policy, provenance)
-        )
+        store = ActivationStore.create(store, want, writer=writer)
     else:
-        want = collection_manifest(model, hooks, layer_list, policy, provenance)
-        store = ActivationStore.create(store.root, want)
+        store = ActivationStore.create(store.root, want, writer=writer or store.writer)
     store.repair()
     done = store.collected_ids()
     prepared = [_fit(model, r, policy, limit) for r in records]

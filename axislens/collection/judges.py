@@ -1,22 +1,35 @@
-"""Role-adherence judges: score each role response 0-3 with the role's rubric.
+"""Judges: score role responses 0-3 (role adherence) and trait responses 0-100 (trait expression).
 
 A judge is anything with ``score(requests) -> results`` (:class:`Judge`). Three ship:
 
 - :class:`OpenAIJudge`: any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server,
   ...) through the official ``openai`` client, with a concurrency limit, a rate limit and
-  retries with exponential backoff;
+  retries (the client's own, with exponential backoff);
 - :class:`ModelJudge`: a local TransformerLens bridge model answering the rubric greedily;
 - :class:`KeepAll`: no judging; every response scores 3, so role vectors use every response.
 
-Scores are read by one strict parser, :func:`parse_score`: a reply must *start* with a digit 0-3
-(``"Score: 2"`` is accepted). Anything else is recorded with ``score=None`` and the raw text,
-never guessed. :func:`judge_store` judges the role responses of an
+Each item kind has its own scale (:func:`scale_for`): role items are scored on
+:data:`ROLE_SCALE` (0-3, the role rubric), trait items on :data:`TRAIT_SCALE` (0-100, plus
+``REFUSAL``, as the public trait rubrics ask; "3" there means the trait is nearly absent).
+Replies are read by one of two presets (:class:`Strict`, the default, and :class:`PaperPreset`):
+
+- ``Strict()``: greedy (temperature 0); the reply must *start* with the score
+  (``"Score: 2"`` is accepted); anything else is stored with ``score=None`` and the raw text,
+  never guessed, and not retried.
+- ``PaperPreset()``: as the public pipeline: temperature 1, 10 reply tokens, the *first integer
+  anywhere* in the reply (``REFUSAL`` anywhere for traits); a reply without a usable integer is
+  left *unscored* (not stored), so a resumed run asks again.
+
+``REFUSAL`` is stored as ``score=None`` with ``refusal: true``: a verdict, not retried, and never
+kept by a score filter. :func:`judge_store` judges the role responses of an
 :class:`~axislens.store.ActivationStore` and appends the scores, resumably. Default responses
 are never judged: the paper's default vector is the mean of *all* default responses.
 
 Example:
     >>> parse_score("Score: 2"), parse_score("3"), parse_score("I think 3")
     (2, 3, None)
+    >>> parse_reply("85", TRAIT_SCALE, Strict()), parse_reply("I'd say 85.", TRAIT_SCALE, PaperPreset())
+    (85, 85)
     >>> KeepAll().score([JudgeRequest("role/ghost/p0/q1", "...")])[0].score
     3
     >>> judge_store(store, personas, OpenAIJudge("gpt-4.1-mini"))  # doctest: +SKIP
@@ -25,16 +38,18 @@ Example:
 from __future__ import annotations
 
 import os
-import random
 import re
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "REFUSED",
+    "ROLE_SCALE",
+    "TRAIT_SCALE",
     "Judge",
     "JudgeError",
     "JudgeRequest",
@@ -43,9 +58,15 @@ __all__ = [
     "KeepAll",
     "ModelJudge",
     "OpenAIJudge",
+    "PaperPreset",
+    "Preset",
+    "Scale",
+    "Strict",
     "judge_requests",
     "judge_store",
+    "parse_reply",
     "parse_score",
+    "scale_for",
 ]
 
 JUDGEABLE_KINDS = ("role", "trait_pos", "trait_neg")
@@ -56,20 +77,81 @@ class JudgeError(ValueError):
     """A judge cannot run at all (bad configuration, authentication, unknown model...)."""
 
 
+ItemKindJudged = Literal["role", "trait_pos", "trait_neg"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """A judge's score range: integers ``lo..hi``; ``refusal`` allows the word ``REFUSAL``."""
+
+    name: str
+    lo: int
+    hi: int
+    refusal: bool = False
+
+
+ROLE_SCALE = Scale("role 0-3", 0, 3)
+"""Role adherence: 0 refuses the role ... 3 fully in role (the role rubric)."""
+TRAIT_SCALE = Scale("trait 0-100", 0, 100, refusal=True)
+"""Trait expression, as the public trait rubrics: 0 absent ... 100 strongly present, or REFUSAL."""
+
+
+def scale_for(kind: str) -> Scale:
+    """The scale of an item kind: roles 0-3, traits 0-100 (+ REFUSAL)."""
+    if kind == "role":
+        return ROLE_SCALE
+    if kind in ("trait_pos", "trait_neg"):
+        return TRAIT_SCALE
+    raise ValueError(f"items of kind {kind!r} have no judge scale; expected {JUDGEABLE_KINDS}")
+
+
+@dataclass(frozen=True, slots=True)
+class Strict:
+    """axislens' default preset: greedy, short reply, the reply must start with the score;
+    unparsed replies are stored as ``score=None`` (not retried)."""
+
+    temperature: float = 0.0
+    max_tokens: int | None = None  # the judge's own default (8 tokens OpenAI, 4 model)
+    name: str = "strict"
+
+
+@dataclass(frozen=True, slots=True)
+class PaperPreset:
+    """The public pipeline's judge settings: temperature 1, 10 reply tokens, the first integer
+    anywhere in the reply; replies without one are left unscored so a resume retries them."""
+
+    temperature: float = 1.0
+    max_tokens: int | None = 10
+    name: str = "paper"
+
+
+Preset = Strict | PaperPreset
+
+REFUSED = -1
+"""Marker returned by :func:`parse_reply` for a ``REFUSAL`` verdict (stored as ``None``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class JudgeRequest:
-    """One response to score: its store item id and the filled rubric prompt."""
+    """One response to score: its store item id, the filled rubric prompt and the item kind
+    (which sets the scale: :func:`scale_for`)."""
 
     item_id: str
     prompt: str
+    kind: ItemKindJudged = "role"
+
+    @property
+    def scale(self) -> Scale:
+        return scale_for(self.kind)
 
 
 @dataclass(frozen=True, slots=True)
 class JudgeResult:
     """A judge's verdict on one item.
 
-    ``score`` is 0-3, or ``None`` when the reply could not be parsed (then ``raw`` holds it) or
-    the request failed (then ``error`` says why; :func:`judge_store` does not store failed
+    ``score`` is on the request's scale (0-3 roles, 0-100 traits), or ``None`` when the reply
+    could not be parsed or is a ``REFUSAL`` (``refusal=True``; ``raw`` holds the reply) or the
+    request failed (then ``error`` says why; :func:`judge_store` does not store failed
     results, so a later run retries them). ``judge`` describes who scored, e.g.
     ``"openai:gpt-4.1-mini@https://api.openai.com/v1/"``, ``"model:<model id>"``, ``"keep_all"``.
     """
@@ -79,11 +161,12 @@ class JudgeResult:
     raw: str
     judge: str
     error: str | None = None
+    refusal: bool = False
 
 
 @runtime_checkable
 class Judge(Protocol):
-    """Scores role adherence 0-3; returns one result per request, in request order."""
+    """Scores each request on its scale; returns one result per request, in request order."""
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]: ...
 
@@ -99,6 +182,60 @@ _SCORE = re.compile(
     r"^[^\w\-]*(?:(?:score|rating)[^\w\-]*(?:is[^\w\-]*)?)?(?<![\d.])([0-3])(?![\d]|[.,/\-]\d)",
     re.IGNORECASE,
 )
+
+
+_TRAIT_SCORE = re.compile(
+    r"^[^\w\-]*(?:(?:score|rating)[^\w\-]*(?:is[^\w\-]*)?)?(?<![\d.])(\d{1,3})(?![\d]|[.,/\-]\d)",
+    re.IGNORECASE,
+)
+_REFUSAL_START = re.compile(r"^[^\w\-]*refusal\b", re.IGNORECASE)
+_FIRST_INT = re.compile(r"\d+")
+
+
+def parse_reply(text: str, scale: Scale, preset: Preset | None = None) -> int | None:
+    """Read a judge reply on ``scale`` with ``preset`` (default :class:`Strict`).
+
+    Returns the score, :data:`REFUSED` for a ``REFUSAL`` verdict (traits only), or ``None``
+    when nothing usable is found (also for integers outside the scale).
+
+    >>> parse_reply("85", TRAIT_SCALE), parse_reply("3", TRAIT_SCALE), parse_reply("85", ROLE_SCALE)
+    (85, 3, None)
+    >>> parse_reply("REFUSAL", TRAIT_SCALE) == REFUSED, parse_reply("101", TRAIT_SCALE)
+    (True, None)
+    >>> parse_reply("I would give it 2/3", ROLE_SCALE, PaperPreset())
+    2
+    """
+    body = _THINK.sub("", text)
+    if isinstance(preset, PaperPreset):
+        if scale.refusal and "REFUSAL" in body.upper():
+            return REFUSED
+        m = _FIRST_INT.search(body)
+        value = int(m.group(0)) if m else None
+    elif preset is None or isinstance(preset, Strict):
+        if scale == ROLE_SCALE:
+            return parse_score(body)
+        if scale.refusal and _REFUSAL_START.match(body):
+            return REFUSED
+        m = _TRAIT_SCORE.match(body)
+        value = int(m.group(1)) if m else None
+    else:
+        raise TypeError(f"preset must be Strict() or PaperPreset(), got {preset!r}")
+    return value if value is not None and scale.lo <= value <= scale.hi else None
+
+
+def _result(req: JudgeRequest, text: str, name: str, preset: Preset | None) -> JudgeResult:
+    """Parse ``text`` for ``req``; under the paper preset an unparsed reply becomes a failed
+    result (not stored: a resume asks again)."""
+    value = parse_reply(text, req.scale, preset)
+    if value == REFUSED:
+        return JudgeResult(req.item_id, None, text, name, refusal=True)
+    if value is None and isinstance(preset, PaperPreset):
+        why = (
+            f"no integer {req.scale.lo}-{req.scale.hi} in the reply {text[:40]!r} "
+            "(paper preset: left for a retry)"
+        )
+        return JudgeResult(req.item_id, None, text, name, error=why)
+    return JudgeResult(req.item_id, value, text, name)
 
 
 def parse_score(text: str) -> int | None:
@@ -120,18 +257,22 @@ def parse_score(text: str) -> int | None:
 # --------------------------------------------------------------------------------------------
 
 
+_KEEP = {"role": 3, "trait_pos": 100, "trait_neg": 0}
+
+
 @dataclass(frozen=True, slots=True)
 class KeepAll:
-    """No judging: every response scores 3 (raw ``"keep-all"``, judge ``"keep_all"``).
+    """No judging: every response gets the score every filter keeps (roles 3, positive trait
+    items 100, negative trait items 0; raw ``"keep-all"``, judge ``"keep_all"``).
 
-    Role vectors then average *every* response of a role, as with an unfiltered run; the stored
+    Role and trait vectors then average *every* response, as with an unfiltered run; the stored
     judge name keeps that visible in the provenance of any analysis built on the scores.
     """
 
     name: str = "keep_all"
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]:
-        return [JudgeResult(r.item_id, 3, "keep-all", self.name) for r in requests]
+        return [JudgeResult(r.item_id, _KEEP[r.kind], "keep-all", self.name) for r in requests]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +288,8 @@ class ModelJudge:
     model: Any
     max_new_tokens: int = 4
     batch_size: int = 8
+    preset: Preset = field(default_factory=Strict)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -166,7 +309,8 @@ class ModelJudge:
         from axislens.model.decoding import SamplingConfig, generate_text
 
         name = self.name
-        limit = int(self.model.cfg.n_ctx) - self.max_new_tokens
+        budget = self.preset.max_tokens or self.max_new_tokens
+        limit = int(self.model.cfg.n_ctx) - budget
         convs, keep = [], []
         results: list[JudgeResult | None] = [None] * len(requests)
         for i, req in enumerate(requests):
@@ -179,10 +323,13 @@ class ModelJudge:
             else:
                 convs.append(conv)
                 keep.append(i)
-        sampling = SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=0.0)
-        texts = generate_text(self.model, convs, sampling, batch_size=self.batch_size)
+        sampling = SamplingConfig(
+            max_new_tokens=budget, temperature=self.preset.temperature, seed=self.seed
+        )
+        keys = [requests[i].item_id for i in keep]
+        texts = generate_text(self.model, convs, sampling, keys=keys, batch_size=self.batch_size)
         for i, text in zip(keep, texts, strict=True):
-            results[i] = JudgeResult(requests[i].item_id, parse_score(text), text, name)
+            results[i] = _result(requests[i], text, name, self.preset)
         return [r for r in results if r is not None]
 
 
@@ -216,14 +363,16 @@ class OpenAIJudge:
             when a ``base_url`` is set and no key is).
         concurrency: requests in flight at once (a thread pool).
         requests_per_minute: request starts per minute, evenly spaced (``None``: no limit).
-        max_retries: retries per request on rate limits (429), timeouts and conflicts
-            (408/409), server errors (5xx) and connection errors, with exponential backoff
-            ``backoff * 2**attempt`` (capped at ``max_backoff``) plus up to 100% jitter, or the
-            server's ``Retry-After`` when given. The client's own retries are disabled
-            (``max_retries=0`` on the client) so that this policy is the only one.
+        max_retries: the ``openai`` client's own retries per request on rate limits (429),
+            timeouts and conflicts (408/409), server errors (5xx) and connection errors, with
+            the client's exponential backoff and jitter, or the server's ``Retry-After``. The
+            rate limiter (``requests_per_minute``) is the only retry-related code of ours.
         timeout: seconds per request.
-        max_tokens: reply budget (the rubric asks for one digit). Sent as ``max_tokens`` at
-            ``temperature=0``.
+        max_tokens: reply budget (the rubric asks for one number). Sent as ``max_tokens`` at the
+            preset's temperature; a preset with its own budget (``PaperPreset``: 10) overrides it.
+        preset: :class:`Strict` (default: temperature 0, the reply starts with the score) or
+            :class:`PaperPreset` (temperature 1, 10 tokens, first integer anywhere; unparsed
+            replies are left for a retry).
 
     Authentication, permission and unknown-model errors raise :class:`JudgeError` at once.
     Other failures (e.g. a 400 on one prompt, retries exhausted) give a result with ``error``.
@@ -245,8 +394,7 @@ class OpenAIJudge:
         max_retries: int = 5,
         timeout: float = 60.0,
         max_tokens: int = 8,
-        backoff: float = 1.0,
-        max_backoff: float = 60.0,
+        preset: Preset | None = None,
     ) -> None:
         import openai
 
@@ -277,13 +425,15 @@ class OpenAIJudge:
                 )
             api_key = "not-needed"
         self.model = model
+        self.preset: Preset = preset if preset is not None else Strict()
+        if not isinstance(self.preset, (Strict, PaperPreset)):
+            raise TypeError(f"preset must be Strict() or PaperPreset(), got {preset!r}")
+        max_tokens = self.preset.max_tokens or max_tokens
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.max_tokens = max_tokens
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
+            base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout
         )
         self._limiter = _RateLimiter(requests_per_minute)
 
@@ -300,47 +450,31 @@ class OpenAIJudge:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
             return list(pool.map(self._one, requests))
 
-    def _delay(self, attempt: int, err: Exception) -> float:
-        response = getattr(err, "response", None)
-        after = response.headers.get("retry-after") if response is not None else None
-        try:
-            if after is not None:
-                return min(max(float(after), 0.0), self.max_backoff)
-        except ValueError:
-            pass
-        base = min(self.backoff * 2**attempt, self.max_backoff)
-        return base * (1.0 + random.random())
-
     def _one(self, req: JudgeRequest) -> JudgeResult:
         import openai
 
         fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
-        for attempt in range(self.max_retries + 1):
-            self._limiter.wait()
-            try:
-                reply = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[{"role": "user", "content": req.prompt}],
-                    temperature=0,
-                    max_tokens=self.max_tokens,
-                )
-            except fatal as err:
-                raise JudgeError(f"judge {self.name}: {type(err).__name__}: {err}") from None
-            except openai.APIError as err:
-                status = getattr(err, "status_code", None) or 0
-                retryable = isinstance(err, openai.APIConnectionError) or (
-                    status in (408, 409, 429) or status >= 500
-                )
-                if not retryable or attempt == self.max_retries:
-                    why = f"{type(err).__name__}: {err}"
-                    if retryable:
-                        why = f"gave up after {attempt + 1} attempts: {why}"
-                    return JudgeResult(req.item_id, None, "", self.name, why)
-                time.sleep(self._delay(attempt, err))
-                continue
-            text = (reply.choices[0].message.content or "") if reply.choices else ""
-            return JudgeResult(req.item_id, parse_score(text), text, self.name)
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._limiter.wait()
+        try:
+            reply = self._client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": req.prompt}],
+                temperature=self.preset.temperature,
+                max_tokens=self.max_tokens,
+            )
+        except fatal as err:
+            raise JudgeError(f"judge {self.name}: {type(err).__name__}: {err}") from None
+        except openai.APIError as err:
+            status = getattr(err, "status_code", None) or 0
+            retried = isinstance(err, openai.APIConnectionError) or (
+                status in (408, 409, 429) or status >= 500
+            )
+            why = f"{type(err).__name__}: {err}"
+            if retried:  # the client retried these max_retries times
+                why = f"gave up after {self.max_retries + 1} attempts: {why}"
+            return JudgeResult(req.item_id, None, "", self.name, why)
+        text = (reply.choices[0].message.content or "") if reply.choices else ""
+        return _result(req, text, self.name, self.preset)
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,7 +500,8 @@ class JudgeSummary:
         return self.counts.get(None, 0)
 
     def __str__(self) -> str:
-        hist = ", ".join(f"{k}: {self.counts.get(k, 0)}" for k in (0, 1, 2, 3))
+        keys = sorted(k for k in self.counts if k is not None)
+        hist = ", ".join(f"{k}: {self.counts[k]}" for k in keys) or "none"
         text = (
             f"judge {self.judge}: {self.stored} scored ({hist}, unparseable: {self.unparseable}), "
             f"{self.already} already scored, {self.errors} failed; {self.seconds:.1f} s"
@@ -419,7 +554,7 @@ def judge_requests(
     out = []
     for rid, rec in sorted(store.records().items()):
         if rec.kind in kinds and rid not in scored and _answered(rec):
-            out.append(JudgeRequest(rid, _rubric(personas, rec)))
+            out.append(JudgeRequest(rid, _rubric(personas, rec), rec.kind))
     return out
 
 
@@ -432,11 +567,15 @@ def judge_store(
     chunk_size: int = 64,
     progress: bool = True,
 ) -> JudgeSummary:
-    """Score the store's role responses that have no score yet; append each chunk atomically.
+    """Score the store's responses of ``kinds`` (role by default; ``("trait_pos",
+    "trait_neg")`` for trait items, on the 0-100 scale) that have no score yet; append each
+    chunk atomically.
 
-    Resumable: items with a stored score (including unparseable replies, stored as ``None``)
-    are skipped; failed requests (``error`` set) are not stored and are retried next time.
-    Default items are never judged. Rows written: ``{"id", "score", "raw", "judge"}``.
+    Resumable: items with a stored score (including unparseable replies under the strict
+    preset and REFUSAL verdicts, stored as ``None``) are skipped; failed requests (``error``
+    set, which includes unparsed replies under the paper preset) are not stored and are retried
+    next time. Default items are never judged. Rows written: ``{"id", "score", "raw", "judge"}``
+    (plus ``"refusal": true`` for a REFUSAL).
 
     Example:
         >>> s = judge_store(store, personas, KeepAll(), progress=False)  # doctest: +SKIP
@@ -464,7 +603,14 @@ def judge_store(
                 raise JudgeError(f"judge {name} returned results out of order or incomplete")
             ok = [r for r in results if r.error is None]
             store.append_scores(
-                {"id": r.item_id, "score": r.score, "raw": r.raw, "judge": r.judge} for r in ok
+                {
+                    "id": r.item_id,
+                    "score": r.score,
+                    "raw": r.raw,
+                    "judge": r.judge,
+                    **({"refusal": True} if r.refusal else {}),
+                }
+                for r in ok
             )
             for r in ok:
                 counts[r.score] = counts.get(r.score, 0) + 1

@@ -2,7 +2,10 @@
 
 A *backend* turns formatted conversations into response texts. :class:`BridgeBackend` decodes
 through the TransformerLens bridge (hooks and interventions apply); any object with the same
-``generate`` method, e.g. an engine behind an OpenAI-compatible server, plugs in the same way.
+``generate`` method plugs in the same way. A :class:`~axislens.collection.engines.StreamingBackend`
+such as :class:`~axislens.collection.engines.OpenAIBackend` (vLLM, SGLang, TGI...) is checked
+before the run and streams: completions are written in chunks as they arrive, failed items are
+left for resume.
 
 Example:
     >>> personas = axislens.load_personas()  # doctest: +SKIP
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from axislens.collection.engines import StreamingBackend
 from axislens.model.chat import FormattedConversation
 from axislens.model.decoding import SamplingConfig, generate_text
 
@@ -116,8 +120,14 @@ def generate_responses(
     include_default: bool = True,
     backend: Backend | None = None,
     progress: bool = True,
+    items: Sequence[Any] | None = None,
 ) -> list[Any]:
     """Generate role (and default) responses into ``store``; returns the completed records.
+
+    ``items`` replaces the persona items (``roles``, ``n_prompts``, ``n_questions`` and
+    ``include_default`` are then unused), e.g. trait items from
+    :func:`axislens.collection.traits.trait_items`. ``{model_name}`` in default prompts
+    renders to the public short name (:func:`axislens.presets.model_short_name`).
 
     Resumable: items whose response is already in the store are skipped; each chunk of
     ``batch_size`` items is written atomically as soon as it is generated. Sampling is seeded
@@ -139,15 +149,19 @@ def generate_responses(
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
     )
-    model_name = model_provenance(model).model_id.split("/")[-1]
-    items = persona_items(
-        personas,
-        roles=roles,
-        n_prompts=n_prompts,
-        n_questions=n_questions,
-        include_default=include_default,
-        model_name=model_name,
-    )
+    from axislens.presets import model_short_name
+
+    model_name = model_short_name(model_provenance(model).model_id)
+    if items is None:
+        items = persona_items(
+            personas,
+            roles=roles,
+            n_prompts=n_prompts,
+            n_questions=n_questions,
+            include_default=include_default,
+            model_name=model_name,
+        )
+    store.repair(activations=False)  # truncated/corrupt record shards: moved aside, redone
     have = store.records()
     done = {
         i.id: have[i.id]
@@ -156,6 +170,9 @@ def generate_responses(
     }
     todo = [i for i in items if i.id not in done]
     engine = backend or BridgeBackend(model, batch_size=batch_size)
+    if isinstance(engine, StreamingBackend):
+        _generate_streaming(model, engine, store, todo, done, sampling, progress)
+        return [done[i.id] for i in items]
     bar = tqdm(total=len(todo), desc="generate", unit="resp", disable=not progress)
     try:
         for k in range(0, len(todo), batch_size):
@@ -179,6 +196,83 @@ def generate_responses(
     finally:
         bar.close()
     return [done[i.id] for i in items]
+
+
+def _generate_streaming(
+    model: Any,
+    engine: StreamingBackend,
+    store: Any,
+    todo: Sequence[Any],
+    done: dict[str, Any],
+    sampling: SamplingConfig,
+    progress: bool,
+) -> None:
+    """The engine path of :func:`generate_responses`: check the engine, print the plan, then
+    write completions in chunks as they arrive; failed items are left for resume (one error)."""
+    import time
+    from dataclasses import replace as dc_replace
+
+    from tqdm.auto import tqdm
+
+    from axislens.collection.engines import EngineError, eta_line, plan_line
+    from axislens.model.chat import format_conversation
+
+    info = engine.check(model)  # unreachable / wrong model / tokenizer mismatch: before any work
+    if progress:
+        print(plan_line(info, len(todo), len(done), sampling, engine.concurrency), flush=True)
+    if not todo:
+        return
+    by_id = {i.id: i for i in todo}
+    requests = (
+        (i.id, format_conversation(model, list(i.messages), add_generation_prompt=True))
+        for i in todo
+    )
+    buffer: list[Any] = []
+    failed, first_error = 0, ""
+    tokens, count, reported = 0, 0, False
+    flush_every = float(getattr(engine, "flush_seconds", 30.0))
+    t0 = last = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="generate", unit="resp", disable=not progress)
+
+    def flush() -> None:
+        if buffer:
+            store.append_records(buffer)
+            done.update({r.id: r for r in buffer})
+            buffer.clear()
+
+    try:
+        for c in engine.stream(requests, sampling, info):
+            count += 1
+            bar.update(1)
+            if not c.ok or c.text is None:
+                failed += 1
+                first_error = first_error or f"{c.key}: {c.error}"
+                continue
+            tokens += c.completion_tokens
+            item = by_id[c.key]
+            buffer.append(
+                dc_replace(
+                    item,
+                    messages=(*item.messages, {"role": "assistant", "content": c.text}),
+                    skipped=None if c.text.strip() else "empty response",
+                )
+            )
+            now = time.perf_counter()
+            bar.set_postfix_str(f"{tokens / max(now - t0, 1e-9):.1f} tok/s", refresh=False)
+            if len(buffer) >= engine.chunk_size or now - last >= flush_every:
+                flush()
+                last = now
+                if progress and not reported:
+                    reported = True
+                    bar.write(eta_line(count, tokens, now - t0, len(todo) - count))
+    finally:
+        flush()
+        bar.close()
+    if failed:
+        raise EngineError(
+            f"engine {info.name}: {failed} of {len(todo)} items failed and are left for resume "
+            f"({len(todo) - failed} stored; first: {first_error})"
+        )
 
 
 def generation_provenance(personas: Any, sampling: SamplingConfig, **extra: Any) -> dict[str, Any]:

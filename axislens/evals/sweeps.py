@@ -18,8 +18,9 @@ and measures against the unsteered run, over a batch of prompts, with one batche
 Batches are right-padded (causal attention keeps real tokens blind to padding), so a prompt's
 numbers do not depend on what it is batched with, up to float rounding. A token prefix shared by
 every row of a batch (e.g. the chat template's default system prompt) is computed once per
-setting, under the same interventions, and reused through a KV cache: the same numbers for
-fewer tokens.
+setting, under the same interventions, and reused through a
+:class:`~axislens.model.decoding.PrefixCache`: the same numbers for fewer tokens. Generated text
+comes from :func:`~axislens.model.decoding.generate_tokens` (the one decode loop).
 
 Example:
     >>> res = layer_sweep(model, axis, ["Who are you?"], layers=range(0, 30, 3),
@@ -46,6 +47,7 @@ from axislens._types import Float, Tensor
 from axislens.directions import Direction, HookName
 from axislens.interventions.attach import Intervention, intervene
 from axislens.interventions.operations import Ablate, Add, All, Op, Positions
+from axislens.model.decoding import PrefixCache, SamplingConfig, generate_tokens
 from axislens.model.hooks import LayerSpec, resolve_layers
 
 __all__ = [
@@ -246,11 +248,7 @@ def _measure(
         if shift:
             # The shared prefix (e.g. a chat template's system prompt) runs once under the same
             # interventions; its keys/values are then repeated for every row.
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=model.original_model.config)
-            model(ids[:1, :shift], past_key_values=cache, use_cache=True, return_type=None)
-            cache.batch_repeat_interleave(ids.shape[0])
+            cache = PrefixCache.build(model, batch.ids[0, :shift]).expand(ids.shape[0])
             width = ids.shape[1] - shift
             pos = torch.arange(shift, shift + width, device=device).expand(ids.shape[0], width)
             kwargs = {"past_key_values": cache, "use_cache": True, "position_ids": pos}
@@ -291,7 +289,7 @@ def layer_sweep(
     positions: Positions | None = None,
     norm_units: Tensor | None = None,
     continuations: Mapping[str, str] | None = None,
-    generate: Any = None,
+    generate: SamplingConfig | None = None,
     batch_size: int = 16,
     progress: bool = False,
 ) -> SweepResult:
@@ -412,9 +410,7 @@ def layer_sweep(
     )
 
 
-def _generate(model: Any, ids: Sequence[Tensor], sampling: Any) -> list[str]:
-    from axislens.model.decoding import generate_tokens
-
+def _generate(model: Any, ids: Sequence[Tensor], sampling: SamplingConfig) -> list[str]:
     toks = generate_tokens(model, list(ids), sampling)
     return [model.tokenizer.decode(t, skip_special_tokens=True).strip() for t in toks]
 

@@ -70,6 +70,7 @@ __all__ = [
     "cap",
     "cap_intervention",
     "intervene",
+    "intervention_hooks",
     "residual_norms",
     "steer",
 ]
@@ -219,6 +220,52 @@ def _model_sizes(model: Any) -> tuple[int, int]:
     return int(cfg.n_layers), int(cfg.d_model)
 
 
+def compile_kernels(
+    iv: Intervention,
+    n_layers: int,
+    d_model: int,
+    dtype: torch.dtype,
+    device_of: Callable[[int], Any],
+    where: str,
+) -> list[tuple[int, Kernel]]:
+    """Validate one intervention against a model's sizes and compile its op into one kernel per
+    selected layer, ``[(layer, kernel), ...]``: the one kernel builder of the bridge path
+    (:func:`intervene`) and the plain-HF path (:mod:`axislens.hf`). ``device_of(layer)`` is the
+    device holding that layer; vectors are cast to ``dtype`` there once."""
+    if iv.direction.d_model != d_model:
+        raise ValueError(
+            f"{where}: direction has d_model {iv.direction.d_model} but the model has {d_model}"
+        )
+    layers = resolve_layers(iv.layers, n_layers, where)
+    for layer in layers:
+        if layer >= iv.direction.n_layers:
+            raise ValueError(
+                f"{where}: layer {layer} but the direction has only {iv.direction.n_layers} layers"
+            )
+    if iv.norm_units is not None and iv.norm_units.shape[0] != n_layers:
+        raise ValueError(
+            f"{where}: norm_units has {iv.norm_units.shape[0]} entries for {n_layers} layers"
+        )
+    out: list[tuple[int, Kernel]] = []
+    for i, layer in enumerate(layers):
+        scale = None
+        if iv.norm_units is not None:
+            scale = float(iv.norm_units[layer])
+            if not (math.isfinite(scale) and scale > 0):
+                raise ValueError(
+                    f"{where}: norm_units[{layer}] must be finite and > 0, got {scale}"
+                )
+        try:
+            u = iv.direction.unit(layer)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        v = iv.direction.vectors[layer]
+        dev = device_of(layer)  # per layer: models split over GPUs
+        ctx = _Ctx(v.to(dev, dtype), u.to(dev, dtype), scale)
+        out.append((layer, iv.op.kernel(ctx, i, len(layers))))
+    return out
+
+
 def _compile(
     model: Any, ivs: Sequence[Intervention], tracker: _Tracker
 ) -> list[tuple[str, Callable[..., Any]]]:
@@ -228,47 +275,25 @@ def _compile(
     dtype = torch.promote_types(model.cfg.dtype, torch.float32)
     hooks: list[tuple[str, Callable[..., Any]]] = []
     captures: list[tuple[str, Callable[..., Any]]] = []
+    compiled = []
     for k, iv in enumerate(ivs):
         if not isinstance(iv, Intervention):
             raise ValueError(
                 f"intervention #{k}: expected an Intervention, got {type(iv).__name__}"
             )
         where = f"intervention #{k} ({type(iv.op).__name__})"
-        if iv.direction.d_model != d_model:
-            raise ValueError(
-                f"{where}: direction has d_model {iv.direction.d_model} but the model has {d_model}"
-            )
-        layers = resolve_layers(iv.layers, n_layers, where)
+        kernels = compile_kernels(
+            iv, n_layers, d_model, dtype, lambda layer: layer_device(model, layer), where
+        )
         assert iv.hook is not None
         needed = ("resid_pre", "attn_out") if iv.hook == "resid_mid" else (iv.hook,)
-        for layer in layers:
-            if layer >= iv.direction.n_layers:
-                raise ValueError(
-                    f"{where}: layer {layer} but the direction has only {iv.direction.n_layers} layers"
-                )
+        for layer, _ in kernels:
             for h in (iv.hook, *needed):
                 if hook_name(h, layer) not in names:
                     raise ValueError(f"{where}: the model has no hook {hook_name(h, layer)!r}")
-        if iv.norm_units is not None and iv.norm_units.shape[0] != n_layers:
-            raise ValueError(
-                f"{where}: norm_units has {iv.norm_units.shape[0]} entries for {n_layers} layers"
-            )
-        for i, layer in enumerate(layers):
-            scale = None
-            if iv.norm_units is not None:
-                scale = float(iv.norm_units[layer])
-                if not (math.isfinite(scale) and scale > 0):
-                    raise ValueError(
-                        f"{where}: norm_units[{layer}] must be finite and > 0, got {scale}"
-                    )
-            try:
-                u = iv.direction.unit(layer)
-            except ValueError as err:
-                raise ValueError(f"{where}: {err}") from None
-            v = iv.direction.vectors[layer]
-            dev = layer_device(model, layer)  # per layer: models split over GPUs
-            ctx = _Ctx(v.to(dev, dtype), u.to(dev, dtype), scale)
-            kernel = iv.op.kernel(ctx, i, len(layers))
+        compiled.append((iv, kernels))
+    for iv, kernels in compiled:
+        for layer, kernel in kernels:
             if iv.hook == "resid_mid":
                 slot: dict[str, Tensor] = {}
                 captures.append((hook_name("resid_pre", layer), _capture(slot)))
@@ -276,6 +301,7 @@ def _compile(
                     (hook_name("attn_out", layer), _mid_hook(kernel, iv.positions, tracker, slot))
                 )
             else:
+                assert iv.hook is not None
                 hooks.append((hook_name(iv.hook, layer), _hook(kernel, iv.positions, tracker)))
     # resid_mid needs the final resid_pre: captures go after every edit at that hook.
     return hooks + captures
@@ -385,6 +411,28 @@ def intervene(
     finally:
         if handle is not None:
             handle.remove()
+
+
+def intervention_hooks(
+    model: Any, *interventions: Intervention
+) -> list[tuple[str, Callable[..., Any]]]:
+    """The validated ``(hook name, hook function)`` pairs :func:`intervene` attaches, for a
+    caller that runs its own hooks and applies the ops itself (e.g. a conditional cap that a
+    chat session switches on mid-reply): one compiled kernel path for every op. Only for
+    interventions at :class:`All` positions (the others need the position tracker that
+    :func:`intervene` attaches).
+
+    Example:
+        >>> [name for name, _ in intervention_hooks(model, cap_intervention(cfg))]  # doctest: +SKIP
+        ['blocks.12.hook_resid_post', 'blocks.14.hook_resid_post']
+    """
+    for k, iv in enumerate(interventions):
+        if isinstance(iv, Intervention) and not isinstance(iv.positions, All):
+            raise ValueError(
+                f"intervention #{k}: intervention_hooks supports All() positions only, "
+                f"got {iv.positions!r}; use intervene()"
+            )
+    return _compile(model, interventions, _Tracker(None))
 
 
 def steer(

@@ -16,9 +16,14 @@ from axislens.model.chat import (
     validate_messages,
 )
 from axislens.model.decoding import (
+    Decoder,
+    DecodeStep,
+    PrefixCache,
     SamplingConfig,
+    decode_steps,
     generate_text,
     generate_tokens,
+    sample,
     stop_token_ids,
 )
 from axislens.model.hooks import (
@@ -51,6 +56,8 @@ __all__ = [
     "EMBEDDED_MODELS",
     "HOOKS",
     "ChatError",
+    "DecodeStep",
+    "Decoder",
     "EmbeddedModel",
     "FormattedConversation",
     "HookShort",
@@ -60,8 +67,10 @@ __all__ = [
     "Model",
     "ModelError",
     "ModelProvenance",
+    "PrefixCache",
     "SamplingConfig",
     "cache_dir",
+    "decode_steps",
     "format_conversation",
     "generate_text",
     "generate_tokens",
@@ -72,6 +81,7 @@ __all__ = [
     "parse_layers",
     "prepare_model",
     "resolve_layers",
+    "sample",
     "stop_token_ids",
     "tiny_model",
     "validate_messages",

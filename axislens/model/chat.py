@@ -13,6 +13,11 @@ through the fast tokenizer's offsets; a token is part of a span when it covers a
 non-whitespace character of the content. The full text is tokenized once, so a content that
 tokenizes differently in context gets the in-context tokens.
 
+Contents cannot forge control tokens: text such as ``<|im_start|>system`` inside a message is
+tokenized as plain text (the tokenizer's special tokens are parsed only in the template's own
+text), so a user cannot open a system turn. Such a conversation is tokenized piecewise (template
+text, then each content with ``split_special_tokens=True``).
+
 Conventions:
 
 - Templates with no system role (Gemma): the system text is put in front of the first user
@@ -251,6 +256,40 @@ def _repair(tokenizer: Any, ids: list[int], start: int, end: int, content: str) 
     return start, end
 
 
+def _special_strings(tokenizer: Any) -> tuple[str, ...]:
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    named = {str(t.content) for t in decoder.values() if getattr(t, "special", False)}
+    named.update(str(t) for t in getattr(tokenizer, "all_special_tokens", ()) or ())
+    return tuple(t for t in named if t)
+
+
+def _encode(
+    tokenizer: Any, text: str, spans: Sequence[tuple[int, int]]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character offsets of ``text``, whose contents (``spans``) are tokenized with
+    special tokens split into plain text, so that a message cannot forge a control token."""
+    specials = _special_strings(tokenizer)
+    if not any(t in text[a:b] for a, b in spans for t in specials):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    pos = 0
+    for a, b in [*spans, (len(text), len(text))]:
+        for lo, hi, split in ((pos, a, False), (a, b, True)):
+            if hi > lo:
+                enc = tokenizer(
+                    text[lo:hi],
+                    add_special_tokens=False,
+                    return_offsets_mapping=True,
+                    split_special_tokens=split,
+                )
+                ids += [int(t) for t in enc["input_ids"]]
+                offsets += [(lo + int(o[0]), lo + int(o[1])) for o in enc["offset_mapping"]]
+        pos = max(pos, b)
+    return ids, offsets
+
+
 def format_conversation(
     tokenizer_or_model: Any,
     messages: Sequence[Message],
@@ -284,19 +323,16 @@ def format_conversation(
     ]
     real, sentinel_text, _ = _render_pair(tokenizer, msgs, add_generation_prompt)
     char_spans = _char_spans(real, sentinel_text, [m["content"] for m in msgs])
-    enc = tokenizer(real, add_special_tokens=False, return_offsets_mapping=True)
-    offsets: list[tuple[int, int]] = [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
+    input_ids, offsets = _encode(tokenizer, real, char_spans)
     spans = []
     users_seen = 0
     for i, (m, (a, b)) in enumerate(zip(msgs, char_spans, strict=True)):
         users_seen += m["role"] == "user"
-        start, end = _repair(
-            tokenizer, enc["input_ids"], *_token_span(offsets, real, a, b), m["content"]
-        )
+        start, end = _repair(tokenizer, input_ids, *_token_span(offsets, real, a, b), m["content"])
         spans.append(
             MessageSpan(role=m["role"], index=i, turn=max(users_seen - 1, 0), start=start, end=end)
         )
-    ids = torch.tensor(enc["input_ids"], dtype=torch.long)
+    ids = torch.tensor(input_ids, dtype=torch.long)
     return FormattedConversation(
         input_ids=ids, text=real, spans=tuple(spans), generation_prompt=add_generation_prompt
     )

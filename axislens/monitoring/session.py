@@ -20,18 +20,18 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
 
-from axislens import kernels as ops
 from axislens._types import Tensor
 from axislens.directions import CapConfig, Direction
-from axislens.model.decoding import SamplingConfig, _sample, item_seed, stop_token_ids
-from axislens.model.hooks import hook_name, layer_device, resolve_layers
+from axislens.interventions.attach import cap_intervention, intervention_hooks
+from axislens.model.decoding import SamplingConfig, decode_steps, item_seed, stop_token_ids
+from axislens.model.hooks import hook_name, resolve_layers
 from axislens.monitoring.projection import (
     DriftTrajectory,
     TurnProjection,
@@ -80,7 +80,8 @@ class ChatSession:
 
     Every hook point that is monitored or capped carries exactly **one** hook, which first
     measures the projection (pre-cap) of the activation and then, once the cap is engaged,
-    applies the floor cap (:func:`axislens.kernels.cap_floor`) at the cap layers.
+    applies the floor cap at the cap layers through the same compiled :class:`CapFloor` kernels
+    that :func:`axislens.cap` attaches (:func:`axislens.interventions.attach.intervention_hooks`).
 
     When the conditional cap engages (``cap`` and ``drift_threshold`` both given):
 
@@ -146,7 +147,6 @@ class ChatSession:
         self.limit = int(max_tokens or model.cfg.n_ctx)
         self.engaged = cap is not None and drift_threshold is None
         self._watch = engage == "token" and cap is not None and drift_threshold is not None
-        device = model.cfg.device
         self._units = _units(axis, self.layers, model)
         self._stops = set(stop_token_ids(model.tokenizer))
         self._history: list[dict[str, str]] = (
@@ -163,22 +163,22 @@ class ChatSession:
         self._user_buf: list[Tensor] = []
         self._tok_buf: list[list[Tensor]] = []
         self._trig_sum, self._trig_n = 0.0, 0
-        self._hooks = self._make_hooks(device)
+        self._hooks = self._make_hooks()
 
     # ---- hooks
 
-    def _make_hooks(self, device: Any) -> list[tuple[str, Any]]:
-        points: dict[str, tuple[int | None, tuple[Tensor, float] | None]] = {}
-        for j, layer in enumerate(self.layers):
-            points[hook_name(self.hook, layer)] = (j, None)
+    def _make_hooks(self) -> list[tuple[str, Any]]:
+        monitor: dict[str, int] = {
+            hook_name(self.hook, layer): j for j, layer in enumerate(self.layers)
+        }
+        caps: dict[str, list[Callable[..., Any]]] = {}
         if self.cap is not None:
-            for layer, tau in zip(self.cap.layers, self.cap.thresholds, strict=True):
-                name = hook_name(self.cap.direction.hook, layer)
-                v = self.cap.direction.unit(layer).to(layer_device(self.model, layer))
-                points[name] = (points.get(name, (None, None))[0], (v, tau))
+            iv = cap_intervention(self.cap)
+            for name, fn in intervention_hooks(self.model, iv):
+                caps.setdefault(name, []).append(fn)
         trig_j = self.layers.index(self.trigger_layer)
 
-        def make(j: int | None, capping: tuple[Tensor, float] | None) -> Any:
+        def make(j: int | None, capping: Sequence[Callable[..., Any]]) -> Any:
             def fn(act: Tensor, hook: Any) -> Tensor | None:
                 if j is not None:
                     p = act[0].float() @ self._units[j]
@@ -189,13 +189,16 @@ class ChatSession:
                         if j == trig_j and self._watch and not self.engaged:
                             self._trig_sum += float(p[-1])
                             self._trig_n += 1
-                if capping is not None and self.engaged:
-                    return ops.cap_floor(act, *capping)
-                return None
+                if not capping or not self.engaged:
+                    return None
+                for cap_fn in capping:
+                    out = cap_fn(act, hook)
+                    act = act if out is None else out
+                return act
 
             return fn
 
-        return [(name, make(j, c)) for name, (j, c) in points.items()]
+        return [(name, make(monitor.get(name), caps.get(name, ()))) for name in {**monitor, **caps}]
 
     # ---- public API
 
@@ -311,52 +314,42 @@ class ChatSession:
         self._refresh()
         return report
 
-    @torch.no_grad()
     def _generate(
         self, prompt: Tensor, user_span: slice, turn: int
     ) -> tuple[list[int], int | None]:
-        """One reply: prefill, then one forward per token. The last token is always fed back,
-        so every reply token is measured. Mirrors :func:`axislens.generate_tokens` (batch of one),
-        so an uncapped session produces the same tokens."""
-        from transformers import DynamicCache
-
-        model, sampling = self.model, self.sampling
-        device = model.cfg.device
-        gen = torch.Generator().manual_seed(item_seed(sampling.seed, f"turn/{turn}"))
-        cache = DynamicCache(config=model.original_model.config)
-        step = prompt[None].to(device)
-        mask = torch.ones_like(step)
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        """One reply through :func:`axislens.model.decoding.decode_steps` (batch of one, the
+        seed :func:`axislens.generate_tokens` uses for key ``"turn/<n>"``, so an uncapped
+        session produces the same tokens). The last reply token is always fed back (one step
+        past ``max_new_tokens``, whose sampled token is discarded), so every reply token is
+        measured; the cap engages between two forward passes."""
+        n = self.sampling.max_new_tokens
+        self._prefill = True
         self._user_span = user_span
         self._user_buf = [torch.empty(0)] * len(self.layers)
         self._tok_buf = [[] for _ in self.layers]
         self._trig_sum, self._trig_n = 0.0, 0
         out: list[int] = []
-        capped_from: int | None = None
+        capped_from: int | None = 0 if self.engaged else None
+        decoder = decode_steps(
+            self.model,
+            [prompt],
+            replace(self.sampling, max_new_tokens=n + 1),
+            seeds=[item_seed(self.sampling.seed, f"turn/{turn}")],
+            stops=self._stops,
+        )
         with self.model.hooks(fwd_hooks=self._hooks):
-            for k in range(sampling.max_new_tokens + 1):
-                self._prefill = k == 0
-                if self.engaged and capped_from is None:
-                    capped_from = max(k - 1, 0)
-                logits = model(
-                    step,
-                    return_type="logits",
-                    attention_mask=mask,
-                    position_ids=position,
-                    past_key_values=cache,
-                    use_cache=True,
-                )
+            for step in decoder:  # step k ran the forward that fed reply token k - 1
+                self._prefill = False
                 if self._token_trigger():
                     self.engaged = True
-                if len(out) == sampling.max_new_tokens:
+                if step.index == n:
                     break
-                tok = int(_sample(logits[:, -1, :], sampling, [gen])[0])
+                tok = int(step.tokens[0])
                 if tok in self._stops:
                     break
                 out.append(tok)
-                step = torch.tensor([[tok]], device=device)
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                position = position[:, -1:] + 1
+                if self.engaged and capped_from is None:
+                    capped_from = step.index  # the next forward, fed this token, is capped
         return out, capped_from
 
     def _token_trigger(self) -> bool:

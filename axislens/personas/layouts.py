@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from axislens.personas.catalogue import (
     N_PROMPTS,
@@ -31,7 +31,10 @@ from axislens.personas.catalogue import (
     default_rubric,
 )
 
-__all__ = ["load_personas"]
+__all__ = ["Layout", "load_personas"]
+
+Layout = Literal["auto", "axislens", "paper"]
+"""How :func:`load_personas` reads a folder: detect the layout, or require one."""
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -286,8 +289,15 @@ def _load_paper(path: Path, root: Path) -> Personas:
     )
 
 
-def load_personas(path: str | os.PathLike[str] | None = None) -> Personas:
+def load_personas(path: str | os.PathLike[str] | None = None, *, layout: Layout = "auto") -> Personas:
     """Load a persona catalogue; ``None`` loads the one shipped with axislens.
+
+    ``layout="paper"`` is the *paper preset*: the folder must hold the public assistant-axis
+    data (``load_personas(path, layout="paper")``; CLI ``--personas PATH``, detected
+    automatically), whose role prompts, default prompts, extraction questions and judge rubrics
+    are used verbatim. ``{model_name}`` in the default prompts renders to the public short name
+    (``Qwen``, ``Llama``, ``Gemma``: :func:`axislens.presets.model_short_name`), for every
+    catalogue. ``layout="axislens"`` requires the axislens layout; ``"auto"`` detects it.
 
     A directory is read in one of two layouts, detected automatically:
 
@@ -307,14 +317,22 @@ def load_personas(path: str | os.PathLike[str] | None = None) -> Personas:
 
     Raises ``PersonaError`` naming the file, the line or role, and the field at fault.
     """
+    if layout not in get_args(Layout):
+        raise PersonaError(f"unknown layout {layout!r}; expected one of {list(get_args(Layout))}")
     if path is None:
+        if layout == "paper":
+            raise PersonaError(
+                "layout='paper' needs the path of the public assistant-axis data (not shipped)"
+            )
         folder = resources.files("axislens").joinpath(_DATA)
         return _load_axislens(folder, "axislens/" + _DATA, "axislens:" + _DATA)
     p = Path(path)
     if not p.is_dir():
         raise PersonaError(f"{p}: not a directory of persona files")
-    if (p / "roles.jsonl").is_file():
+    if (p / "roles.jsonl").is_file() and layout != "paper":
         return _load_axislens(p, str(p), f"{p} (axislens layout)")
+    if layout == "axislens":
+        raise PersonaError(f"{p}: no roles.jsonl (layout='axislens' needs the axislens layout)")
     root = _find_paper_root(p)
     if root is None:
         raise PersonaError(

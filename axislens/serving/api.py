@@ -26,8 +26,16 @@ __all__ = ["APIError", "ChatCompletionRequest", "ServeLimits", "parse_request"]
 
 @dataclass(frozen=True, slots=True)
 class ServeLimits:
-    """Request limits. ``max_tokens`` bounds a request's ``max_tokens``; ``default_max_tokens``
-    is used when a request gives none; ``max_queue`` requests may wait before 503s."""
+    """Request and batching limits. ``max_tokens`` bounds a request's ``max_tokens``;
+    ``default_max_tokens`` is used when a request gives none; ``max_queue`` requests may wait
+    before 503s. Up to ``max_batch`` waiting requests are decoded together; once one arrives,
+    the scheduler waits ``batch_wait_s`` (longer, up to 4x, while more keep arriving) to fill
+    the batch.
+
+    Example:
+        >>> ServeLimits(max_tokens=64, default_max_tokens=8).max_batch
+        16
+    """
 
     max_body_bytes: int = 1 << 20
     max_messages: int = 256
@@ -35,11 +43,24 @@ class ServeLimits:
     max_tokens: int = 1024
     default_max_tokens: int = 256
     max_queue: int = 256
+    max_batch: int = 16
+    batch_wait_s: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_messages", "max_content_chars", "max_tokens"):
+        for name in (
+            "max_body_bytes",
+            "max_messages",
+            "max_content_chars",
+            "max_tokens",
+            "max_queue",
+            "max_batch",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeLimits.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.batch_wait_s <= 10:
+            raise ValueError(
+                f"ServeLimits.batch_wait_s must be in [0, 10], got {self.batch_wait_s}"
+            )
         if not 1 <= self.default_max_tokens <= self.max_tokens:
             raise ValueError(
                 f"ServeLimits.default_max_tokens must be in [1, max_tokens={self.max_tokens}], "
@@ -142,7 +163,7 @@ def _validation_error(err: ValidationError) -> APIError:
 
 
 # --------------------------------------------------------------------------------------------
-# The engine: all model work on one thread
+# Jobs and outcomes (what the scheduler's worker thread works on)
 # --------------------------------------------------------------------------------------------
 
 

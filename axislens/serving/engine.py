@@ -3,9 +3,10 @@
 :func:`create_app` builds a FastAPI (ASGI) app; :func:`serve` runs it with uvicorn. Endpoints:
 
 - ``POST /v1/chat/completions``: OpenAI chat completions, non-streaming and streaming (server-sent
-  events in OpenAI's chunk format, ending with ``data: [DONE]``). The configured interventions
-  (e.g. an activation cap) are attached for the whole generation of every request. Each
-  response has an extra top-level field (on the last chunk when streaming)::
+  events in OpenAI's chunk format, ending with ``data: [DONE]``; a stream that fails mid-way
+  sends an OpenAI error object as its last event, then ``data: [DONE]``). The configured
+  interventions (e.g. an activation cap) are attached for the whole generation of every
+  request. Each response has an extra top-level field (on the last chunk when streaming)::
 
       "axislens": {"intervened": true, "interventions": ["Intervention(CapFloor(...)...)"],
                    "layers": [15],
@@ -20,16 +21,32 @@
   (for A/B comparisons on one server).
 - ``GET /v1/models`` and ``GET /v1/models/{id}``; ``GET /health``.
 
-Requests are validated with pydantic and :class:`ServeLimits` (body size, message count and
-length, ``max_tokens`` bounds, context length, stop strings); errors are OpenAI-style JSON
-``{"error": {"message", "type", "param", "code"}}`` with status 400 (invalid), 404 (unknown
-model or route), 413 (body too large), 503 (queue full) or 500.
+The model is served under ``name`` (default: the model's id; a local folder's name, never its
+path). Requests are validated with pydantic and :class:`ServeLimits` (body size, message count
+and length, ``max_tokens`` bounds, context length, stop strings); errors are OpenAI-style JSON
+``{"error": {"message", "type", "param", "code"}}`` with status 400 (invalid, or a ``Host``
+header not in ``allowed_hosts``), 401 (missing or wrong API key), 404 (unknown model or route),
+413 (body too large), 415 (a body that is not ``application/json``), 503 (queue full) or 500.
+Message text is tokenized as plain text: it cannot forge the template's control tokens
+(:func:`axislens.model.chat.format_conversation`).
+
+Security: ``api_key`` turns on Bearer authentication (OpenAI style; ``/health`` stays open) and
+:func:`serve` refuses to listen beyond loopback without one. ``allowed_hosts`` (Starlette's
+``TrustedHostMiddleware``; default the loopback names) rejects requests whose ``Host`` header
+names another host, so a web page cannot reach a loopback server through DNS rebinding, and a
+cross-site form post (``text/plain``) is refused with 415.
 
 Concurrency: the model (and its hooks, which are global to the model) is only ever touched by
-one worker thread; requests queue for it in arrival order, and the event loop never blocks, so
-streams, health checks and errors are served while a generation runs. Generation is one request
-at a time (no cross-request batching), so a greedy reply is exactly what the request would get
-alone. Do not use the same model object elsewhere in the process while the server runs.
+one worker thread (:mod:`axislens.serving.scheduler`). Concurrent requests are batched: the
+worker gathers waiting requests, groups those that can share a forward (same intervention
+switch, temperature and top-p; every row keeps its own seed) and decodes each group together
+with :func:`axislens.model.decoding.decode_steps`; requests that arrive meanwhile join the next
+batch. A client that disconnects (streaming or not) stops costing compute within one decode
+step: its row is dropped from the batch, and a request not yet started, or not yet projected,
+is skipped. The event loop never blocks, so streams, health checks and errors are served while a
+batch runs. A greedy reply equals the in-process greedy generation up to float rounding between
+padded and unpadded forwards. Do not use the same model object elsewhere in the process while
+the server runs (:meth:`Engine.exclusive` holds the worker for in-process reference runs).
 
 Example:
     >>> app = create_app(model, interventions=[cap_intervention(cap)], axis=cap.direction)  # doctest: +SKIP
@@ -40,22 +57,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import math
+import secrets
 import socket
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import ValidationError
 
 from axislens.directions import Direction
-from axislens.model.decoding import SamplingConfig, _sample, stop_token_ids
+from axislens.model.decoding import stop_token_ids
+from axislens.model.protocol import Model
 from axislens.serving.api import (
     APIError,
     ChatCompletionRequest,
@@ -63,31 +84,62 @@ from axislens.serving.api import (
     _chunk,
     _Job,
     _Outcome,
-    _TextStream,
     _usage,
     _validation_error,
     parse_request,
 )
+from axislens.serving.scheduler import BatchScheduler, Ticket
 
 __all__ = [
+    "LOOPBACK_HOSTS",
     "APIError",
     "ChatCompletionRequest",
     "Engine",
     "ServeLimits",
     "background_server",
     "create_app",
+    "is_loopback",
     "serve",
+    "served_name",
 ]
 
 log = logging.getLogger("axislens.serving.engine")
 
+LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+"""``Host`` header names accepted by default (the port is ignored)."""
+
+
+def served_name(model: Model) -> str:
+    """The default model id a server answers to: the model's provenance id, or a local folder's
+    name (never its absolute path).
+
+    Example:
+        >>> served_name(axislens.tiny_model("llama"))  # doctest: +SKIP
+        'tiny:llama'
+    """
+    from axislens.model.loading import model_provenance
+
+    prov = model_provenance(model)
+    return Path(prov.model_id).name if prov.source == "local" else prov.model_id
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 class Engine:
-    """Owns the model; every generation and projection runs on its single worker thread."""
+    """Owns the model: formatting, batched generation and projections all run on the worker
+    thread of its :class:`~axislens.serving.scheduler.BatchScheduler`."""
 
     def __init__(
         self,
-        model: Any,
+        model: Model,
         *,
         interventions: Sequence[Any] = (),
         axis: Direction | None = None,
@@ -95,12 +147,10 @@ class Engine:
         name: str | None = None,
         limits: ServeLimits | None = None,
     ) -> None:
-        from axislens.model.loading import model_provenance
-
         self.model = model
         self.interventions = tuple(interventions)
         self.limits = limits or ServeLimits()
-        self.name = name or model_provenance(model).model_id
+        self.name = name or served_name(model)
         self.axis = axis
         n_layers = int(model.cfg.n_layers)
         if axis is not None:
@@ -124,44 +174,30 @@ class Engine:
 
             with intervene(model, *self.interventions):  # validate now, not at the first request
                 pass
-        self._stops = set(stop_token_ids(model.tokenizer))
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="axislens-model")
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._pending_lock = threading.Lock()
+        self.scheduler = BatchScheduler(self, self.limits, stop_token_ids(model.tokenizer))
 
-    # ---- scheduling
+    @property
+    def projects(self) -> bool:
+        """Whether finished requests need a projection pass (an axis was given)."""
+        return self.axis is not None
 
-    async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the model thread; 503 when too many requests wait."""
-        with self._pending_lock:
-            if self._pending >= self.limits.max_queue:
-                raise APIError(
-                    503, "the server is busy; retry later", kind="server_error", code="overloaded"
-                )
-            self._pending += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._locked, fn, args)
-        finally:
-            with self._pending_lock:
-                self._pending -= 1
+    # ---- event-loop side
 
-    def _locked(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        with self._lock:
-            return fn(*args)
+    def submit(self, job: _Job, on_text: Callable[[str], None] | None = None) -> Ticket:
+        """Queue ``job`` for the worker (503 when the queue is full); see :class:`Ticket`."""
+        return self.scheduler.submit(job, on_text)
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[Any]:
-        """Hold the model: no request runs inside the block (yields the model). For in-process
+    def exclusive(self) -> Iterator[Model]:
+        """Hold the model: no batch runs inside the block (yields the model). For in-process
         reference runs beside a live server (tests, benchmarks)."""
-        with self._lock:
+        with self.scheduler.lock:
             yield self.model
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.scheduler.close()
 
-    # ---- work (model thread)
+    # ---- worker side
 
     def prepare(self, job: _Job) -> torch.Tensor:
         """Format the prompt; 400 when it does not fit in the context with ``max_tokens``."""
@@ -182,48 +218,9 @@ class Engine:
             )
         return conv.input_ids
 
-    def run(
-        self,
-        job: _Job,
-        prompt: torch.Tensor,
-        on_text: Callable[[str], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> _Outcome:
-        """Generate (with the interventions unless the job opts out), then project."""
-        ivs = self.interventions if job.intervene else ()
-        stream = _TextStream(self.model.tokenizer, job.stop)
-        out = _Outcome(prompt_tokens=len(prompt))
-        with self._applied(ivs, len(prompt)):
-            for token in self._decode(prompt, job.sampling, job.seed):
-                if token is None:
-                    out.finish_reason = "stop"
-                    break
-                out.completion_tokens += 1
-                piece = stream.push(token)
-                if piece and on_text is not None:
-                    on_text(piece)
-                if stream.stopped:
-                    out.finish_reason = "stop"
-                    break
-                if cancel is not None and cancel.is_set():
-                    out.finish_reason = "cancelled"
-                    break
-            tail = stream.push(None)
-            if tail and on_text is not None:
-                on_text(tail)
-            out.text = stream.text
-            projection, turns = self._project(job.messages, out.text)
-        out.axislens = {
-            "intervened": bool(ivs),
-            "interventions": [repr(iv) for iv in ivs],
-            "layers": list(self.layers),
-            "projection": projection,
-            "turns": turns,
-        }
-        return out
-
     @contextlib.contextmanager
-    def _applied(self, ivs: Sequence[Any], prompt_len: int) -> Iterator[None]:
+    def applied(self, ivs: Sequence[Any], prompt_len: int | None = None) -> Iterator[None]:
+        """The interventions attached for the block (none: nothing attached)."""
         if not ivs:
             yield
             return
@@ -232,46 +229,30 @@ class Engine:
         with intervene(self.model, *ivs, prompt_len=prompt_len):
             yield
 
-    @torch.no_grad()
-    def _decode(
-        self, prompt: torch.Tensor, sampling: SamplingConfig, seed: int
-    ) -> Iterator[int | None]:
-        """One sequence through the bridge with a KV cache (hooks fire at every step), as
-        :func:`axislens.generate_tokens` does; yields tokens, then ``None`` on a stop token."""
-        from transformers import DynamicCache
-
-        model = self.model
-        device = model.cfg.device
-        step = prompt[None].to(device)
-        mask = torch.ones_like(step)
-        position = torch.arange(len(prompt), device=device)[None]
-        cache = DynamicCache(config=model.original_model.config)
-        gens = [torch.Generator().manual_seed(seed)]
-        for _ in range(sampling.max_new_tokens):
-            logits = model(
-                step,
-                return_type="logits",
-                attention_mask=mask,
-                position_ids=position,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            token = int(_sample(logits[:, -1, :], sampling, gens)[0])
-            if token in self._stops:
-                yield None
-                return
-            yield token
-            step = torch.tensor([[token]], device=device)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            position = position[:, -1:] + 1
+    def annotate(
+        self, job: _Job, out: _Outcome, prompt_len: int, cancelled: Callable[[], bool]
+    ) -> None:
+        """Fill ``out.axislens``; the projection pass runs with the job's interventions on."""
+        ivs = self.interventions if job.intervene else ()
+        projection: dict[str, float | None] | None = None
+        turns: list[dict[str, Any]] | None = None
+        if self.axis is not None and not cancelled():
+            with self.applied(ivs, prompt_len):
+                projection, turns = self._project(job.messages, out.text)
+        out.axislens = {
+            "intervened": bool(ivs),
+            "interventions": [repr(iv) for iv in ivs],
+            "layers": list(self.layers),
+            "projection": projection,
+            "turns": turns,
+        }
 
     def _project(
         self, messages: list[dict[str, str]], reply: str
     ) -> tuple[dict[str, float | None] | None, list[dict[str, Any]] | None]:
-        if self.axis is None:
-            return None, None
         from axislens.monitoring.projection import project_conversation
 
+        assert self.axis is not None
         full = [*messages, {"role": "assistant", "content": reply}] if reply.strip() else messages
         try:
             traj = project_conversation(self.model, self.axis, full, layers=list(self.layers))
@@ -310,6 +291,10 @@ class Engine:
 # --------------------------------------------------------------------------------------------
 
 
+class _ClientGone(Exception):
+    """The client disconnected while its request waited or ran."""
+
+
 async def _read_body(request: Any, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -322,14 +307,75 @@ async def _read_body(request: Any, limit: int) -> bytes:
     return bytes(body)
 
 
+def _check_json(request: Any) -> None:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise APIError(
+            415,
+            f"the request body must be application/json, got {media or 'no content-type'!r}",
+            code="unsupported_media_type",
+        )
+
+
+async def _disconnect(request: Any) -> None:
+    """Returns once the client has gone (the body is already read: only a disconnect remains)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _until_done(request: Any, ticket: Ticket, fut: Future[Any]) -> Any:
+    """``fut``'s result; cancels ``ticket`` and raises :class:`_ClientGone` when the client
+    disconnects first."""
+    waiter = asyncio.wrap_future(fut)
+    listener = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({waiter, listener}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listener.cancel()
+    if waiter in done:
+        return waiter.result()
+    ticket.cancel()
+    waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+    raise _ClientGone
+
+
+def _bearer_auth(key: str) -> Any:
+    """A Starlette authentication backend checking ``Authorization: Bearer <key>``."""
+    from starlette.authentication import (
+        AuthCredentials,
+        AuthenticationBackend,
+        AuthenticationError,
+        SimpleUser,
+    )
+
+    want = key.encode()
+
+    class BearerKey(AuthenticationBackend):
+        async def authenticate(self, conn: Any) -> tuple[AuthCredentials, SimpleUser] | None:
+            if conn.url.path == "/health":
+                return None
+            scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(
+                token.strip().encode(), want
+            ):
+                raise AuthenticationError(
+                    "invalid or missing API key: send the header 'Authorization: Bearer <key>'"
+                )
+            return AuthCredentials(["authenticated"]), SimpleUser("client")
+
+    return BearerKey()
+
+
 def create_app(
-    model: Any,
+    model: Model,
     *,
     interventions: Sequence[Any] = (),
     axis: Direction | None = None,
     monitor_layers: Sequence[int] | None = None,
     name: str | None = None,
     limits: ServeLimits | None = None,
+    api_key: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Any:
     """The FastAPI app serving ``model`` with ``interventions`` on every request.
 
@@ -338,16 +384,24 @@ def create_app(
             (validated against the model now).
         axis: direction for the ``axislens.projection`` field (``None``: no projections).
         monitor_layers: layers to project at (default: the middle non-zero layer of ``axis``).
-        name: model id clients must send (default: the model's provenance id).
-        limits: request limits (:class:`ServeLimits`).
+        name: model id clients must send (default: :func:`served_name`).
+        limits: request and batching limits (:class:`ServeLimits`).
+        api_key: when given, every request but ``/health`` needs ``Authorization: Bearer <key>``
+            (else 401).
+        allowed_hosts: accepted ``Host`` header names (default :data:`LOOPBACK_HOSTS`;
+            ``["*"]`` accepts any).
 
     Example:
-        >>> app = create_app(axislens.tiny_model(), name="tiny")  # doctest: +SKIP
+        >>> app = create_app(axislens.tiny_model(), name="tiny", api_key="s3cret")  # doctest: +SKIP
     """
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException
+    from starlette.middleware.authentication import AuthenticationMiddleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+    if api_key is not None and not api_key.strip():
+        raise ValueError("api_key must be a non-empty string")
     engine = Engine(
         model,
         interventions=interventions,
@@ -365,6 +419,17 @@ def create_app(
     app = FastAPI(title="axislens", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
     started = int(time.time())
+    if api_key is not None:
+
+        def unauthorized(conn: Any, err: Exception) -> JSONResponse:
+            body = APIError(401, str(err), code="invalid_api_key").body()
+            return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+        app.add_middleware(
+            AuthenticationMiddleware, backend=_bearer_auth(api_key), on_error=unauthorized
+        )
+    hosts = list(LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)  # outermost: checked first
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:
@@ -401,39 +466,48 @@ def create_app(
         return model_card()
 
     async def chat_completions(request: Request) -> Any:
+        _check_json(request)
         body = await _read_body(request, engine.limits.max_body_bytes)
         try:
             req = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as err:
             raise _validation_error(err) from None
         job = parse_request(req, engine.name, engine.limits)
-        prompt = await engine.submit(engine.prepare, job)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if not req.stream:
-            out: _Outcome = await engine.submit(engine.run, job, prompt)
-            reply = {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": engine.name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": out.text},
-                        "logprobs": None,
-                        "finish_reason": out.finish_reason,
-                    }
-                ],
-                "usage": _usage(out),
-                "axislens": out.axislens,
-            }
-            return JSONResponse(reply)
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(
-            _stream(engine, job, prompt, cid, created, include_usage),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        stream = _EventStream(engine.name, cid, created) if req.stream else None
+        ticket = engine.submit(job, stream.on_text if stream is not None else None)
+        try:
+            await _until_done(request, ticket, ticket.admitted)  # 400s come before any stream
+            if stream is not None:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                return StreamingResponse(
+                    stream.events(ticket, include_usage),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            out: _Outcome = await _until_done(request, ticket, ticket.done)
+        except _ClientGone:
+            return Response(status_code=499)  # nobody reads it
+        except BaseException:
+            ticket.cancel()
+            raise
+        reply = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": engine.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": out.text},
+                    "logprobs": None,
+                    "finish_reason": out.finish_reason,
+                }
+            ],
+            "usage": _usage(out),
+            "axislens": out.axislens,
+        }
+        return JSONResponse(reply)
 
     # A plain (Starlette) route: the handler reads and validates the body itself, so that size
     # limits and errors are ours, and FastAPI does not introspect its (lazily imported) types.
@@ -441,46 +515,50 @@ def create_app(
     return app
 
 
-async def _stream(
-    engine: Engine, job: _Job, prompt: torch.Tensor, cid: str, created: int, include_usage: bool
-) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-    cancel = threading.Event()
+class _EventStream:
+    """Server-sent events of one streamed reply: text pieces pushed from the worker thread."""
 
-    def on_text(piece: str) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, piece)
+    def __init__(self, name: str, cid: str, created: int) -> None:
+        self.name, self.cid, self.created = name, cid, created
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
 
-    async def work() -> _Outcome:
+    def _put(self, item: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown)
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def on_text(self, piece: str) -> None:
+        self._put(piece)
+
+    async def events(self, ticket: Ticket, include_usage: bool) -> AsyncIterator[str]:
+        ticket.done.add_done_callback(lambda _: self._put(None))
+        cid, created, name = self.cid, self.created, self.name
         try:
-            result: _Outcome = await engine.submit(engine.run, job, prompt, on_text, cancel)
-            return result
-        finally:
-            queue.put_nowait(None)
-
-    task = asyncio.ensure_future(work())
-    name = engine.name
-    try:
-        yield _chunk(cid, created, name, {"role": "assistant", "content": ""})
-        while (piece := await queue.get()) is not None:
-            yield _chunk(cid, created, name, {"content": piece})
-        try:
-            out = await task
-        except APIError as err:
-            yield f"data: {json.dumps(err.body())}\n\n"
+            yield _chunk(cid, created, name, {"role": "assistant", "content": ""})
+            while (piece := await self.queue.get()) is not None:
+                yield _chunk(cid, created, name, {"content": piece})
+            try:
+                out = ticket.done.result()
+            except APIError as err:
+                yield f"data: {json.dumps(err.body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            except Exception as err:  # a failure mid-stream: an error event, then the end
+                api = APIError(500, f"internal error: {type(err).__name__}", kind="server_error")
+                yield f"data: {json.dumps(api.body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            final = json.loads(_chunk(cid, created, name, {})[6:])
+            final["choices"][0]["finish_reason"] = out.finish_reason
+            final["axislens"] = out.axislens
+            yield f"data: {json.dumps(final)}\n\n"
+            if include_usage:
+                usage = {**final, "choices": [], "usage": _usage(out)}
+                usage.pop("axislens")
+                yield f"data: {json.dumps(usage)}\n\n"
             yield "data: [DONE]\n\n"
-            return
-        final = json.loads(_chunk(cid, created, name, {})[6:])
-        final["choices"][0]["finish_reason"] = out.finish_reason
-        final["axislens"] = out.axislens
-        yield f"data: {json.dumps(final)}\n\n"
-        if include_usage:
-            usage = {**final, "choices": [], "usage": _usage(out)}
-            usage.pop("axislens")
-            yield f"data: {json.dumps(usage)}\n\n"
-        yield "data: [DONE]\n\n"
-    finally:
-        cancel.set()  # a client that went away stops the generation at the next token
+        finally:
+            ticket.cancel()  # a client that went away stops the generation at the next step
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,17 +567,33 @@ async def _stream(
 
 
 def serve(
-    model: Any,
+    model: Model,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
     log_level: str = "info",
+    api_key: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
     **app_kwargs: Any,
 ) -> None:
-    """Serve ``model`` with uvicorn until interrupted (``app_kwargs`` go to :func:`create_app`)."""
+    """Serve ``model`` with uvicorn until interrupted (``app_kwargs`` go to :func:`create_app`).
+
+    Beyond loopback an ``api_key`` is required (``ValueError`` otherwise). ``allowed_hosts``
+    defaults to the loopback names plus ``host`` itself, or any host when ``host`` is a wildcard
+    address (``0.0.0.0``, ``::``), which the API key then guards.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(model, **app_kwargs), host=host, port=port, log_level=log_level)
+    if not is_loopback(host) and not api_key:
+        raise ValueError(
+            f"listening on {host} (beyond loopback) needs an API key: pass --api-key "
+            f"(or api_key=...)"
+        )
+    if allowed_hosts is None:
+        wildcard = host in ("0.0.0.0", "::", "")
+        allowed_hosts = ["*"] if wildcard else [*LOOPBACK_HOSTS, host]
+    app = create_app(model, api_key=api_key, allowed_hosts=allowed_hosts, **app_kwargs)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 @contextlib.contextmanager

@@ -98,7 +98,7 @@ def _data_docstrings(paths: list[Path] | None = None) -> dict[str, str]:
     """Attribute docstrings (a string literal right after a top-level assignment) of every
     axislens module (or of ``paths``), by assigned name."""
     docs: dict[str, str] = {}
-    for path in paths if paths is not None else sorted((ROOT / "axislens").glob("*.py")):
+    for path in paths if paths is not None else sorted((ROOT / "axislens").rglob("*.py")):
         body = ast.parse(path.read_text(encoding="utf-8")).body
         for stmt, nxt in itertools.pairwise(body):
             targets = (

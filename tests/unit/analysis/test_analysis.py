@@ -21,7 +21,7 @@ from axislens.analysis import MeanDiff, RoleVectors, assistant_axis, role_projec
 from axislens.analysis.probing import Probe
 from axislens.analysis.space import PCA1, compare_loadings, cross_model, layer_profile, persona_pca
 from axislens.analysis.stability import bootstrap, split_half
-from axislens.analysis.thresholds import calibrate_cap, project_store
+from axislens.analysis.thresholds import Pool, calibrate_cap, project_store
 from axislens.analysis.traits import trait_cosines, trait_vectors
 from axislens.directions import CapConfig, Direction
 from axislens.store import ActivationStore, ItemRecord
@@ -383,7 +383,7 @@ def proj_values(store, axis, layer):
 def test_calibrate_cap_kind_and_percentile_scale(planted):
     p, store = planted
     axis = assistant_axis(store, min_count=5)
-    only_default = calibrate_cap(store, axis, layers=[0], kind="default", percentile=0.5)
+    only_default = calibrate_cap(store, axis, layers=[0], pool=Pool.default_only(), percentile=0.5)
     ids = sorted(rid for rid in p.acts if p.kinds[rid] == "default")
     v = axis.vectors[0].double().numpy()
     ref = np.stack([p.acts[i][0] for i in ids]) @ (v / np.linalg.norm(v))
@@ -581,7 +581,7 @@ def test_trait_vectors_and_cosines(tmp_path):
     p.scores["trait/lonely/trait_pos/q000"] = 3
     store = p.store(tmp_path / "s")
     with pytest.warns(UserWarning, match="lonely"):
-        tv = trait_vectors(store)
+        tv = trait_vectors(store, score_filter=None)
     assert (
         tv.names == ("calm", "odd")
         and tv.counts_pos == (4, 4)

@@ -87,7 +87,7 @@ def test_parser_reads_every_flag() -> None:
         "none",
         7,
     )
-    assert args.layers == "0,2,-1" and args.hooks == "resid_post,mlp_out" and args.quiet
+    assert args.layers == (0, 2, -1) and args.hooks == "resid_post,mlp_out" and args.quiet
     defaults = build_parser().parse_args(["collect", "--model", "m", "--out", "o"])
     assert (defaults.prompts, defaults.questions, defaults.max_new_tokens) == (5, 240, 512)
     assert (defaults.mode, defaults.judge, defaults.temperature, defaults.top_p) == (

@@ -358,7 +358,7 @@ def _reqs(*replies: str) -> list[JudgeRequest]:
 
 def test_openai_judge_parses_replies_and_records_unparseable(fake_openai) -> None:
     url, state = fake_openai
-    judge = OpenAIJudge("judge-m", base_url=url, api_key="k", concurrency=3, backoff=0.01)
+    judge = OpenAIJudge("judge-m", base_url=url, api_key="k", concurrency=3)
     replies = ["3", "Score: 2", "0", "I refuse to grade", "1"]
     results = judge.score(_reqs(*replies))
     assert [r.item_id for r in results] == [f"item{i}" for i in range(5)]
@@ -377,7 +377,7 @@ def test_openai_judge_retries_after_429_and_reads_env(fake_openai, monkeypatch) 
     monkeypatch.setenv("AXISLENS_JUDGE_BASE_URL", url)
     monkeypatch.setenv("AXISLENS_JUDGE_MODEL", "env-model")
     state.fail_first = 1
-    judge = OpenAIJudge(concurrency=1, backoff=0.01)  # keyless local server: placeholder key
+    judge = OpenAIJudge(concurrency=1)  # keyless local server: placeholder key
     results = judge.score(_reqs("2", "3"))
     assert [r.score for r in results] == [2, 3] and all(r.error is None for r in results)
     assert len(state.bodies) == 3  # one 429, then two successes
@@ -387,7 +387,7 @@ def test_openai_judge_retries_after_429_and_reads_env(fake_openai, monkeypatch) 
 def test_openai_judge_gives_up_after_max_retries_and_raises_on_auth(fake_openai, tmp_path) -> None:
     url, state = fake_openai
     state.always_500 = {"REPLY:x"}
-    judge = OpenAIJudge("m", base_url=url, api_key="k", max_retries=2, backoff=0.001)
+    judge = OpenAIJudge("m", base_url=url, api_key="k", max_retries=2)
     results = judge.score(_reqs("x", "1"))
     assert results[0].score is None and "gave up after 3 attempts" in (results[0].error or "")
     assert "InternalServerError" in (results[0].error or "")

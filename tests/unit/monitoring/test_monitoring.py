@@ -409,23 +409,23 @@ def tiny_folder(tiny_llama, tmp_path_factory):
 
 
 def test_cli_script_replay_writes_a_trajectory(tiny_llama, tiny_folder, tmp_path, capsys):
-    from axislens import cli, cli_monitor  # noqa: F401 - registers `monitor`
+    from axislens import cli
 
     axis = _axis(tiny_llama)
     axis_file = axis.save(tmp_path / "axis.safetensors")
     script = _write(tmp_path / "script.json", {"domain": "therapy", "conversation": CONV})
-    out = tmp_path / "out" / "drift.json"
+    out = tmp_path / "drift.json"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rc = cli.main(
             [
                 "monitor",
+                "--model",
                 str(tiny_folder),
                 "--axis",
                 str(axis_file),
-                "--layers",
-                "1",
-                "3",
+                "--monitor-layers",
+                "1,3",
                 "--max-new-tokens",
                 "5",
                 "--script",
@@ -458,12 +458,13 @@ def test_cli_script_replay_writes_a_trajectory(tiny_llama, tiny_folder, tmp_path
 
 
 def test_cli_interactive_and_bad_transcript(tiny_llama, tiny_folder, tmp_path, capsys, monkeypatch):
-    from axislens import cli, cli_monitor  # noqa: F401
+    from axislens import cli
 
     axis_file = _axis(tiny_llama).save(tmp_path / "axis.safetensors")
     lines = iter(["Hi!", "/quit"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
-    base = ["monitor", str(tiny_folder), "--axis", str(axis_file), "--max-new-tokens", "3"]
+    base = ["monitor", "--model", str(tiny_folder), "--axis", str(axis_file)]
+    base += ["--max-new-tokens", "3"]
     assert cli.main(base) == 0
     assert capsys.readouterr().out.count("[turn 0] projection L2 ") == 1
     bad = _write(tmp_path / "bad.json", {"conversation": [CONV[1], CONV[3]]})

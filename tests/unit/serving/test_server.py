@@ -180,7 +180,11 @@ def test_intervention_changes_replies(served):
 )
 def test_malformed_requests_get_4xx_and_server_keeps_serving(served, body, status, needle):
     url = served["url"] + "/chat/completions"
-    kw = {"content": body} if isinstance(body, bytes) else {"json": body}
+    kw = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
     resp = httpx.post(url, timeout=30, **kw)
     assert resp.status_code == status
     err = resp.json()["error"]
@@ -270,7 +274,7 @@ def test_stop_strings_stream_and_non_stream(served):
 
 
 def test_cli_serve_builds_interventions(tmp_path, capsys):
-    from axislens.cli import build_parser, main
+    from axislens.cli.app import build_parser, main
     from axislens.cli.serve import build_interventions
     from axislens.directions import CapConfig
 
@@ -278,14 +282,20 @@ def test_cli_serve_builds_interventions(tmp_path, capsys):
     axis = Direction(torch.randn(4, 64, generator=g), method="random")
     cap_file = CapConfig(axis, layers=(1, 2), thresholds=(0.5, -0.5)).save(tmp_path / "cap.json")
     steer_file = axis.negated().save(tmp_path / "steer.safetensors")
-    argv = ["serve", "tiny", "--cap", str(cap_file), "--steer", str(steer_file), "2.5"]
-    argv += ["--steer-layers", "1:3", "--monitor-layers", "2", "3", "--port", "0"]
+    argv = ["serve", "--model", "tiny", "--cap", str(cap_file), "--steer", str(steer_file), "2.5"]
+    argv += ["--steer-layers", "1:3", "--monitor-layers", "2,3", "--port", "0"]
+    argv += ["--api-key", "k", "--trusted-host", "a.example", "--trusted-host", "b.example"]
     args = build_parser().parse_args(argv)
+    assert args.api_key == "k" and args.trusted_host == ["a.example", "b.example"]
     ivs, monitor = build_interventions(args, 4)
-    assert monitor == axis and args.monitor_layers == [2, 3]
+    assert monitor == axis
     assert type(ivs[0].op).__name__ == "CapFloor" and ivs[0].op.thresholds == (0.5, -0.5)
     assert ivs[0].layers == (1, 2) and ivs[0].direction == axis
     assert ivs[1].op.coeff == 2.5 and ivs[1].layers == slice(1, 3)
     assert ivs[1].direction == axis.negated()
-    assert main(["serve", "tiny", "--steer-layers", "1:3"]) == 2  # fails before loading
+    assert main(["serve", "--model", "tiny", "--steer-layers", "1:3"]) == 2  # fails before loading
     assert "--steer-layers needs --steer" in capsys.readouterr().err
+    # Beyond loopback without a key: refused before the model loads, in one line.
+    assert main(["serve", "--model", "tiny", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs --api-key" in err and len(err.splitlines()) == 1
