@@ -4,7 +4,7 @@
 method that produced it, the hook it lives at and a JSON-able provenance record. It saves to one
 safetensors file whose header carries the metadata; nothing of ours is ever pickled.
 
-:class:`CapConfig` is an activation cap in axislens' **floor** convention (DESIGN.md §1): at each
+:class:`CapConfig` is an activation cap in axislens' **floor** convention (docs/concepts.md): at each
 capped layer ``l``, ``h <- h - v̂_l min(h·v̂_l - tau_l, 0)`` with ``v̂_l`` the unit direction, so
 the projection (higher = more Assistant-like) is raised to ``tau_l`` when it falls below.
 :class:`CeilingCap` is the public assistant-axis code's form of the same cap,
@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -48,6 +48,10 @@ from safetensors.torch import save as _safetensors_bytes
 
 from axislens import kernels as ops
 from axislens._types import Float, LayerVecs, Tensor, Vec
+from axislens.display import compact_repr, html_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["CapConfig", "CeilingCap", "Direction", "HookName"]
 
@@ -239,11 +243,31 @@ class Direction:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def _facts(self) -> list[tuple[str, Any]]:
+        norms = self.norms()
+        model = self.provenance.get("model")
+        model_id = model.get("model_id") if isinstance(model, Mapping) else model
+        return [
+            ("method", self.method),
+            ("hook", self.hook),
+            ("n_layers", self.n_layers),
+            ("d_model", self.d_model),
+            ("norm range", [float(norms.min()), float(norms.max())]),
+            ("model", None if model_id is None else str(model_id)),
+            ("provenance keys", sorted(self.provenance)),
+        ]
+
     def __repr__(self) -> str:
-        return (
-            f"Direction(method={self.method!r}, hook={self.hook!r}, n_layers={self.n_layers}, "
-            f"d_model={self.d_model}, provenance keys={sorted(self.provenance)})"
-        )
+        return compact_repr("Direction", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("Direction", self._facts(), self.to_pandas(), caption="per-layer norm")
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per layer: ``layer`` and the vector's ``norm``."""
+        import pandas as pd
+
+        return pd.DataFrame({"layer": range(self.n_layers), "norm": self.norms().tolist()})
 
     def _layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int):
@@ -571,6 +595,32 @@ class CapConfig:
     def threshold(self, layer: int) -> float:
         """``tau`` at ``layer`` (which must be capped)."""
         return self.thresholds[_index_of(self.layers, layer, "CapConfig")]
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        return [
+            ("layers", list(self.layers)),
+            ("thresholds", [float(t) for t in self.thresholds]),
+            ("percentile", self.percentile),
+            (
+                "direction",
+                f"{self.direction.method} [{self.direction.n_layers}, "
+                f"{self.direction.d_model}] at {self.direction.hook}",
+            ),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("CapConfig", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("CapConfig", self._facts(), self.to_pandas())
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per capped layer: ``layer`` and its threshold ``tau``."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {"layer": list(self.layers), "tau": [float(t) for t in self.thresholds]}
+        )
 
     def apply(self, h: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_model"]:
         """Apply the floor cap of ``layer`` to ``h`` with :func:`axislens.kernels.cap_floor`."""

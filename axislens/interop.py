@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from axislens.extras import require
+
 if TYPE_CHECKING:
     from axislens.directions import CapConfig, Direction
 
@@ -196,7 +198,7 @@ def export_gguf(
         >>> export_gguf(axis, "axis.gguf", layers=range(12, 16), coeff=-4.0)  # doctest: +SKIP
         PosixPath('axis.gguf')
     """
-    import gguf
+    gguf = require("gguf", "embedded", "the llama.cpp control-vector export")
 
     path = Path(path)
     what = "export_gguf"

@@ -185,8 +185,17 @@ def run_collect(
     writer: Any = None,
     backend: Any = None,
     collect_activations: bool = True,
+    force: bool = False,
+    launch: Any = None,
 ) -> RunSummary:
     """Generate responses (``mode="response"``), collect span means, and judge, into ``out``.
+
+    Under ``accelerate launch`` / ``torchrun`` (``launch``: default
+    :func:`~axislens.collection.launch.current_launch`), each rank generates the responses of
+    its share of the roles (rank 0 also the default items), waits for the others, collects its
+    share of the chunks as a :class:`~axislens.store.SharedWriter`, and rank 0 judges.
+    ``force`` resumes a store whose persona catalogue, generation settings or model weights
+    differ (otherwise refused, naming the field).
 
     ``store_dtype`` (``"float32"`` default for a new store, ``"bfloat16"``) and ``writer``
     (:class:`~axislens.store.ExclusiveWriter` default, :class:`~axislens.store.SharedWriter` for
@@ -212,17 +221,18 @@ def run_collect(
     """
     from axislens.collection.activations import collect, collection_manifest, span_policy
     from axislens.collection.judges import judge_store
+    from axislens.collection.launch import current_launch
     from axislens.collection.responses import (
         generate_responses,
         generation_provenance,
         persona_items,
     )
     from axislens.model.decoding import SamplingConfig
-    from axislens.model.hooks import resolve_layers
+    from axislens.model.hooks import hook_name, resolve_layers
     from axislens.model.loading import model_provenance
     from axislens.personas import Personas, load_personas
     from axislens.presets import model_short_name
-    from axislens.store import ActivationStore
+    from axislens.store import ActivationStore, SharedWriter
 
     t0 = time.perf_counter()
     if mode not in get_args(CollectMode):
@@ -248,11 +258,24 @@ def run_collect(
         prov = {"personas": prov["personas"]}
     policy = span_policy(mode)
     layer_list = resolve_layers(layers, int(model.cfg.n_layers))
-    # Create (or check) the store before any work: a mismatched model/hooks/span fails fast.
+    hooks = tuple(hooks)
+    if not hooks:
+        raise ValueError("hooks: expected at least one hook")
+    for h in hooks:  # before the store exists: a typo must not become the store's identity
+        if hook_name(h, 0) not in model.hook_dict:
+            raise ValueError(f"hooks: the model has no hook point {hook_name(h, 0)!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    launch = current_launch() if launch is None else launch
+    if writer is None and launch.distributed:
+        writer = SharedWriter(job=launch.job)
+    # Create (or check) the store before any work: a mismatched model/hooks/span/catalogue/
+    # sampling fails fast, and so does an unwritable folder.
     store = ActivationStore.create(
         out,
-        collection_manifest(model, tuple(hooks), layer_list, policy, prov, store_dtype),
+        collection_manifest(model, hooks, layer_list, policy, prov, store_dtype),
         writer=writer,
+        force=force,
     )
     gen_t0 = time.perf_counter()
     generated = 0
@@ -263,7 +286,29 @@ def run_collect(
             for rid, r in store.records().items()
             if r.messages and r.messages[-1]["role"] == "assistant"
         }
-        records = generate_responses(
+        mine: list[Any] | None = None
+        if launch.distributed:  # this rank's share of the roles, then wait for the others
+            every = role_names or [r.name for r in cat.spread_roles()]
+            mine = generate_responses(
+                model,
+                cat,
+                store,
+                roles=[r for k, r in enumerate(every) if launch.owns(k)],
+                n_prompts=n_prompts,
+                n_questions=n_questions,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                batch_size=batch_size,
+                include_default=include_default and launch.rank == 0,
+                backend=counting if backend is None else backend,
+                progress=progress,
+            )
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+        records = generate_responses(  # under a launcher: nothing left to generate, the records
             model,
             cat,
             store,
@@ -279,11 +324,11 @@ def run_collect(
             backend=counting if backend is None else backend,
             progress=progress,
         )
-        generated = sum(1 for r in records if r.id not in before)
+        generated = sum(1 for r in (records if mine is None else mine) if r.id not in before)
         if backend is not None:  # the engine's tokens, counted with the local tokenizer
             counting.tokens = sum(
                 len(model.tokenizer(r.messages[-1]["content"], add_special_tokens=False).input_ids)
-                for r in records
+                for r in (records if mine is None else mine)
                 if r.id not in before
             )
     else:
@@ -308,9 +353,12 @@ def run_collect(
             batch_size=batch_size,
             provenance=prov,
             progress=progress,
+            writer=writer,
+            launch=launch,
+            force=force,
         )
     judged = None
-    if judge_obj is not None:
+    if judge_obj is not None and launch.rank == 0:
         judged = judge_store(store, cat, judge_obj, progress=progress)
     return RunSummary(
         out=str(Path(out)),
@@ -326,6 +374,7 @@ def run_collect(
 
 
 # ------------------------------------------------------------------ run_axis
+
 
 def default_cap_layers(
     stored: Sequence[int], n_model_layers: int, model_id: str | None = None
@@ -481,6 +530,9 @@ def run_axis(
             "thresholds": list(cap.thresholds),
             "percentile": cap.percentile,
             "n_items": cap.provenance["calibration"]["n_items"],
+            "unit": cap.provenance["calibration"]["unit"],
+            "pool": cap.provenance["calibration"]["pool"],
+            "assumption": "unit, pool and percentile: docs/concepts.md, 'Cap thresholds'",
         },
         "traits": traits,
         "files": ["axis.safetensors", "cap.json", "cap.safetensors", "summary.json", "report.html"],
@@ -492,6 +544,8 @@ def run_axis(
 
 def _report(summary: dict[str, Any], figures: Sequence[Any]) -> str:
     """One HTML page: a summary table, then every figure (plotly.js embedded in the first)."""
+    from axislens.plots.captions import figure_html
+
     pca = summary["pca"]
     rows = [
         ("model", summary["model"]),
@@ -510,17 +564,19 @@ def _report(summary: dict[str, Any], figures: Sequence[Any]) -> str:
     if summary["roles_excluded"]:
         rows.append(("roles excluded (count)", json.dumps(summary["roles_excluded"])))
     table = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td>"
+        f"<td class='note'>{html.escape(_row_note(str(k)))}</td></tr>"
+        for k, v in rows
     )
     parts = [
-        fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height="560px")
+        figure_html(fig, include_plotlyjs=(i == 0), default_height="560px")
         for i, fig in enumerate(figures)
     ]
     title = html.escape(f"axislens axis report: {summary['model']}")
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
         "<style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}"
-        "</style></head><body>"
+        f"{_REPORT_CSS}</style></head><body>"
         f"<h1>{title}</h1><table>{table}</table>{''.join(parts)}</body></html>\n"
     )
 
@@ -711,9 +767,7 @@ def run_demo(
         if model is None:
             model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype))
         n_layers = int(model.cfg.n_layers)
-        mid, cap_layers, measure, layer_note = _layers(
-            n_layers, model_provenance(model).model_id
-        )
+        mid, cap_layers, measure, layer_note = _layers(n_layers, model_provenance(model).model_id)
         print(
             f"{model_provenance(model).model_id}: {n_layers} layers, d_model {model.cfg.d_model}; middle layer {mid}, cap layers {cap_layers}"
         )
@@ -914,7 +968,7 @@ def _table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
             f"{s['steering']['projection_drop_negative']:+.3f}",
         ),
         (
-            "replay mean projection unsteered / capped",
+            f"replay mean projection unsteered / capped (layer {s['steering']['measure_layer']})",
             f"{_mean(s['replay']['unsteered']['means']):+.3f} / {_mean(s['replay']['capped']['means']):+.3f}",
         ),
         (
@@ -923,6 +977,39 @@ def _table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("peak memory (RSS)", f"{s['peak_rss_gib']} GiB"),
     ]
+
+
+_REPORT_CSS = (
+    "td.note{color:#555;font-size:90%;padding-left:1.5em}"
+    "figcaption{color:#333;margin:0 0 2em 1em;font-style:italic}"
+)
+
+# What each summary-table row means (matched by the start of its label), shown beside it.
+_ROW_NOTES = (
+    ("model", "the model the responses were generated with and read from"),
+    ("store", "the activation store the vectors were read from"),
+    ("persona catalogue", "where the roles, system prompts and questions came from"),
+    ("roles used", "roles with enough kept responses / roles left out for too few"),
+    ("responses / roles used", "generated responses (roles and default) / roles kept for the axis"),
+    ("default responses", "responses to the default (no persona) prompts, the Assistant end"),
+    ("PC1 variance", "share of the role vectors' variance on the first principal component"),
+    ("dims for", "principal components needed to explain that share of the variance"),
+    ("cos(axis, PC1)", "cosine between the Assistant Axis (default - mean of roles) and PC1"),
+    ("cap layers", "layers whose projection on the axis is held at or above the threshold"),
+    ("cap threshold", "per-layer floor tau: that percentile of the stored responses' projections"),
+    ("projection drop", "unsteered minus steered-away projection of one reply: > 0 means steering "
+     "moved it away from the Assistant end as intended"),
+    ("replay mean projection", "the replayed drift conversation's assistant turns, mean projection "
+     "on the axis at this layer, without and with the cap: capped should be the higher"),
+    ("stage seconds", "wall time of each stage"),
+    ("peak memory", "largest resident memory of this process"),
+    ("roles excluded", "roles left out, with their kept-response counts"),
+)  # fmt: skip
+
+
+def _row_note(label: str) -> str:
+    """The explanation of a summary-table row (empty when there is none)."""
+    return next((note for start, note in _ROW_NOTES if label.startswith(start)), "")
 
 
 def _mean(xs: list[float]) -> float:
@@ -939,21 +1026,22 @@ def _print_table(s: dict[str, Any]) -> None:
 
 
 def _report_html(summary: dict[str, Any], figures: list[Any]) -> str:
+    from axislens.plots.captions import figure_html
+
     rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td>"
+        f"<td class='note'>{html.escape(_row_note(k))}</td></tr>"
         for k, v in _table_rows(summary)
     )
     replies = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{summary['steering']['projection'][k]:+.3f}</td><td>{html.escape(v)}</td></tr>"
         for k, v in summary["steering"]["replies"].items()
     )
-    figs = "".join(
-        f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)
-    )
+    figs = "".join(figure_html(f, include_plotlyjs=(i == 0)) for i, f in enumerate(figures))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>axislens demo</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}th{text-align:left;padding-right:1em}"
-        "td{vertical-align:top}</style></head><body><h1>axislens demo: the Assistant Axis</h1>"
+        f"td{{vertical-align:top}}{_REPORT_CSS}</style></head><body><h1>axislens demo: the Assistant Axis</h1>"
         f"<table>{rows}</table><h2>Steering one prompt</h2><table>{replies}</table>"
         f"<h2>Figures</h2>{figs}</body></html>"
     )

@@ -76,7 +76,9 @@ class KnownModel:
 
 
 _PUBLIC = "public assistant-axis MODEL_CONFIGS"
-_EMBEDDED = "embedded; no public entry: target n_layers // 2 (public fallback), cap window by depth rule"
+_EMBEDDED = (
+    "embedded; no public entry: target n_layers // 2 (public fallback), cap window by depth rule"
+)
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel("google/gemma-2-27b-it", 46, "Gemma", 22, (), _PUBLIC + "; no public cap window"),
@@ -151,7 +153,12 @@ def model_short_name(model_id: str) -> str:
     if m is not None:
         return m.short_name
     low = model_id.lower()
-    for key, name in (("gemma", "Gemma"), ("qwen", "Qwen"), ("llama", "Llama"), ("mistral", "Mistral")):
+    for key, name in (
+        ("gemma", "Gemma"),
+        ("qwen", "Qwen"),
+        ("llama", "Llama"),
+        ("mistral", "Mistral"),
+    ):
         if key in low:
             return name
     return model_id.rstrip("/").split("/")[-1].split("-")[0] or model_id

@@ -62,7 +62,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -71,6 +71,10 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from axislens._types import Float, Tensor
+from axislens.display import compact_repr, html_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "FORMAT_VERSION",
@@ -111,11 +115,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc says it (Linux), else by the
+    set-and-restore of ``os.umask`` under a lock."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def _write_temp(folder: Path, name: str, data: bytes) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (0644 under the
+        # usual umask 022) before it is renamed into place: stores and reports are shared.
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -678,8 +701,53 @@ class ActivationStore:
     def model_id(self) -> str:
         return str(self.manifest["model"]["model_id"])
 
+    def _facts(self) -> list[tuple[str, Any]]:
+        recs = self.records()
+        kinds: dict[str, int] = {}
+        for r in recs.values():
+            kinds[r.kind] = kinds.get(r.kind, 0) + 1
+        m = self.manifest
+        return [
+            ("root", str(self.root)),
+            ("model", (m.get("model") or {}).get("model_id")),
+            ("items", len(recs)),
+            *((f"{k} items", n) for k, n in sorted(kinds.items())),
+            ("roles", len({r.role for r in recs.values()})),
+            ("hooks", list(m.get("hooks") or [])),
+            ("layers", list(m.get("layers") or [])),
+            ("d_model", m.get("d_model")),
+            ("dtype", m.get("dtype")),
+        ]
+
     def __repr__(self) -> str:
-        return f"ActivationStore({str(self.root)!r}, model={self.model_id!r}, items={len(self.records())})"
+        m = self.manifest
+        return compact_repr(
+            "ActivationStore",
+            [
+                ("root", str(self.root)),
+                ("model", (m.get("model") or {}).get("model_id")),
+                ("items", len(self.records())),
+                ("layers", list(m.get("layers") or [])),
+                ("d_model", m.get("d_model")),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return html_summary("ActivationStore", self._facts())
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per item record: ``id``, ``kind``, ``role``, ``prompt_index``,
+        ``question_id``, ``n_tokens``, ``skipped`` and its judge ``score`` (None if unscored)."""
+        import pandas as pd
+
+        scores = self.scores()
+        cols = ["id", "kind", "role", "prompt_index", "question_id", "n_tokens", "skipped", "score"]
+        rows = [
+            [r.id, r.kind, r.role, r.prompt_index, r.question_id, r.n_tokens, r.skipped, s]
+            for r in self.records().values()
+            for s in [scores.get(r.id, {}).get("score")]
+        ]
+        return pd.DataFrame(rows, columns=cols)
 
     # ------------------------------------------------------------------ records
     def records(self) -> dict[str, ItemRecord]:

@@ -13,6 +13,11 @@
     too. Tokens = real (unpadded) tokens; each timing is the best of ``--repeats`` runs.
 (b) Peak memory (``ru_maxrss`` of fresh subprocesses) of collecting 200 vs 2000 short
     conversations with a tiny random model: memory grows with the batch, not the dataset.
+(d) Data parallel on the same items: 2 processes x 1 thread under ``torchrun --nproc-per-node 2``
+    (each rank takes every other chunk, ``axislens.collect`` as is) vs 1 process x 2 threads.
+    Rate = real tokens / the slowest rank's collect time (model load excluded); the two stores
+    are checked equal vector for vector. Expect about 1.0x on a 2-core machine (the cores are
+    the limit either way); it pays on N GPUs.
 (c) Batched generation of 64 responses (greedy, 32 new tokens) vs one at a time, tokens/s. The
     one-at-a-time rate is measured on the first ``--sequential`` of the 64 prompts (a rate; the
     full 64 would take minutes on 2 cores).
@@ -179,6 +184,63 @@ def bench_collect(model, n_convs: int, batch_size: int, repeats: int) -> None:  
     )
 
 
+# ---------------------------------------------------------------------------------- parallel
+
+
+def parallel_child(out: str, n: int, batch_size: int) -> None:
+    """One process of part (d): load, collect ``n`` conversations into ``out``, print JSON."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    model = axislens.load_model("smollm2-135m-instruct")
+    convs = conversations(n)
+    t0 = time.perf_counter()
+    s = collect(model, convs, out, batch_size=batch_size, progress=False)
+    print(json.dumps({"rank": s.rank, "seconds": time.perf_counter() - t0, "tokens": s.tokens}))
+
+
+def bench_parallel(n: int, batch_size: int) -> None:
+    from axislens.store import ActivationStore
+
+    print(f"\n(d) data parallel: {n} conversations, batch {batch_size}, smollm2, all layers")
+    me = [
+        str(Path(__file__).resolve()),
+        "--parallel-child",
+        str(n),
+        "--batch-size",
+        str(batch_size),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
+    rates = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name, cmd, threads in (
+            ("1 process x 2 threads", [sys.executable, *me], "2"),
+            (
+                "2 processes x 1 thread",
+                [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 "--nproc-per-node=2", *me],
+                "1",
+            ),
+        ):  # fmt: skip
+            out = str(Path(d) / name.split()[0])
+            res = subprocess.run(
+                [*cmd, "--parallel-out", out],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**env, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"},
+            )
+            rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+            tokens = sum(r["tokens"] for r in rows)
+            rates[name] = tokens / max(r["seconds"] for r in rows)
+            print(f"  {name:24s} {rates[name]:8.0f} tokens/s ({len(rows)} process(es))")
+        a, b = (ActivationStore.open(Path(d) / k) for k in ("1", "2"))
+        ids = sorted(a.collected_ids())
+        same = ids == sorted(b.collected_ids()) and torch.equal(
+            a.activations(ids=ids), b.activations(ids=ids)
+        )
+    ratio = rates["2 processes x 1 thread"] / rates["1 process x 2 threads"]
+    print(f"  ratio 2x1 / 1x2: {ratio:.2f}x (expect ~1.0 on 2 cores); stores identical: {same}")
+
+
 # ---------------------------------------------------------------------------------- memory
 
 
@@ -268,10 +330,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--sequential", type=int, default=12)
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c")
+    parser.add_argument("--parallel-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--parallel-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d")
     args = parser.parse_args()
     if args.memory_child is not None:
         memory_child(args.memory_child, args.batch_size)
+        return
+    if args.parallel_child is not None:
+        parallel_child(args.parallel_out, args.parallel_child, args.batch_size)
         return
     skip = set(args.skip.split(",")) - {""}
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -292,6 +359,8 @@ def main() -> None:
             bench_collect(model, n_convs, args.batch_size, 1 if args.quick else args.repeats)
         if "c" not in skip:
             bench_generate(model, n_gen, seq, 8 if args.quick else 32, 64 if not args.quick else 16)
+    if "d" not in skip:
+        bench_parallel(16 if args.quick else 64, args.batch_size)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     load = os.getloadavg()[0]
     print(f"1-min load average at the end: {load:.1f} on {os.cpu_count()} cores")

@@ -9,7 +9,9 @@ Writes a synthetic store (``--items`` items x ``--layers`` layers x ``--d-model`
 2. disk use of the activation shards at bfloat16 vs float32 (same data);
 3. (``--rss-items A,B``; empty to skip) peak RSS of ``role_vectors`` + ``assistant_axis`` +
    ``persona_pca`` + ``calibrate_cap`` on bfloat16 stores of A and B items, each in a fresh
-   process (analysis reads float64 whatever the storage dtype).
+   process (analysis reads float64 whatever the storage dtype). Both stores have 275 roles
+   (the paper's count): the role vectors, ``roles x layers x d_model`` float64, are the result
+   and grow with the roles, never with the responses per role.
 
 The full-size target, 100,000 x 30 x 576 float32, is ~6.9 GB; the defaults (10,000 items, RSS at
 2,000 vs 20,000) run in a few minutes on 2 cores.
@@ -36,9 +38,16 @@ from axislens.store import ActivationStore, ItemRecord
 
 
 def build(
-    root: Path, n_items: int, n_layers: int, d_model: int, shard_rows: int, dtype: str
+    root: Path,
+    n_items: int,
+    n_layers: int,
+    d_model: int,
+    shard_rows: int,
+    dtype: str,
+    n_roles: int = 275,
 ) -> ActivationStore:
-    """Roles of 40 items each plus 10% default items; deterministic values."""
+    """``n_roles`` roles (the paper's 275 by default: a larger dataset has more responses per
+    role, not more roles) sharing 90% of the items, plus 10% default items; deterministic."""
     g = torch.Generator().manual_seed(0)
     manifest = {
         "model": {"model_id": "synthetic", "n_layers": n_layers},
@@ -51,7 +60,7 @@ def build(
     n_default = max(1, n_items // 10)
     ids, recs = [], []
     for i in range(n_items - n_default):
-        role = f"r{i // 40:04d}"
+        role = f"r{i % n_roles:04d}"
         ids.append(f"role/{role}/p0/q{i:06d}")
         recs.append(ItemRecord(ids[-1], "role", role, 0, f"q{i:06d}", ()))
     for i in range(n_default):

@@ -73,6 +73,7 @@ class CapSweepConfig:
     y_metric: str = ""  # identity_loss | attack_success_rate | attack_identity_loss; "": auto
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0: leave as is
+    yes: bool = False  # start a sweep too large for a CPU (the plan printed first says how large)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CapSweepConfig:
@@ -139,6 +140,33 @@ def build_store(cfg: CapSweepConfig, model: Any) -> Path:
     )
     print(summary, file=sys.stderr)
     return Path(cfg.store)
+
+
+def plan(cfg: CapSweepConfig, ev: Any) -> Any:
+    """The sweep's :class:`~axislens.collection.plan.RunPlan`: the store build (when it will
+    run) plus every grid point's replies (attacks and identity prompts at ``--max-new-tokens``,
+    QA at ``--qa-max-new-tokens``), baseline included."""
+    from axislens.collection.plan import RunPlan
+
+    points = 1 + len(cfg.windows.split(",")) * (len(cfg.percentiles) + len(cfg.coeffs))
+    replies = len(ev.attacks) + len(ev.identity)
+    items = points * (replies + len(ev.qa))
+    tokens = points * (replies * cfg.max_new_tokens + len(ev.qa) * cfg.qa_max_new_tokens)
+    detail = f"{points} grid points x {replies + len(ev.qa)} prompts"
+    if cfg.build_store and not Path(cfg.store).exists():
+        store_items = (cfg.roles + 1) * cfg.prompts * cfg.questions
+        items += store_items
+        if cfg.store_mode == "response":
+            tokens += store_items * cfg.store_max_new_tokens
+        detail += f" + a store of {store_items} items"
+    return RunPlan(
+        "cap_sweep",
+        items=items,
+        new_tokens=tokens,
+        device=cfg.device,
+        detail=detail,
+        flags="--windows/--percentiles/--coeffs/--n-attacks/--n-identity/--n-qa",
+    )
 
 
 def calibrate(store: Any, axis: Any, layers: Sequence[int], q: float) -> Any:
@@ -312,6 +340,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    ev = load_eval_set(cfg.eval_set or None, attacks=cfg.attacks or None)
+
+    def n(x: int) -> int | None:
+        return None if x < 0 else x
+
+    ev = ev.subset(attacks=n(cfg.n_attacks), identity=n(cfg.n_identity), qa=n(cfg.n_qa))
+    run_plan = plan(cfg, ev)
+    print(run_plan.describe(), file=sys.stderr, flush=True)
+    try:
+        run_plan.check(cfg.yes)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(cfg)
@@ -328,12 +368,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         axis = assistant_axis(store, min_score=None, min_count=1)
         axis.save(out / "axis.safetensors")
-    ev = load_eval_set(cfg.eval_set or None, attacks=cfg.attacks or None)
-
-    def n(x: int) -> int | None:
-        return None if x < 0 else x
-
-    ev = ev.subset(attacks=n(cfg.n_attacks), identity=n(cfg.n_identity), qa=n(cfg.n_qa))
     judge = None
     if cfg.judge_model:
         from axislens.collection.judges import OpenAIJudge

@@ -28,12 +28,16 @@ from axislens.analysis.stability import (
     split_half,
 )
 from axislens.analysis.thresholds import (
+    CapUnit,
+    Pool,
     StoreProjections,
+    TokenProjections,
     calibrate_cap,
     project_store,
 )
 from axislens.analysis.traits import (
     TraitCosines,
+    TraitFilter,
     TraitVectors,
     trait_cosines,
     trait_vectors,
@@ -52,11 +56,13 @@ from axislens.analysis.vectors import (
 __all__ = [
     "PCA1",
     "Bootstrap",
+    "CapUnit",
     "CrossModelLoadings",
     "DirectionMethod",
     "LayerProfile",
     "MeanDiff",
     "PersonaPCA",
+    "Pool",
     "Probe",
     "ProbeResult",
     "RoleProjections",
@@ -66,7 +72,9 @@ __all__ = [
     "SplitHalf",
     "StoreProjections",
     "StoreSource",
+    "TokenProjections",
     "TraitCosines",
+    "TraitFilter",
     "TraitVectors",
     "assistant_axis",
     "bootstrap",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
@@ -37,6 +37,10 @@ from axislens.analysis.vectors import (
     role_vectors,
 )
 from axislens.directions import Direction
+from axislens.display import compact_repr, html_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "PCA1",
@@ -176,6 +180,44 @@ class PersonaPCA:
     @property
     def pc1_loadings(self) -> Float[Tensor, " role"]:
         return self.loadings[:, 0]
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        ratio = self.explained_variance_ratio
+        return [
+            ("model", self.model_id),
+            ("layer", self.layer),
+            ("scale", self.scale),
+            ("roles", len(self.names)),
+            ("d_model", int(self.components.shape[-1])),
+            ("components", int(self.components.shape[0])),
+            ("PC1 variance share", float(ratio[0]) if ratio.numel() else None),
+            ("dims for 70%", self.dims_for(0.7) if ratio.numel() else None),
+            ("cos(axis, PC1)", self.cos_axis_pc1),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("PersonaPCA", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary(
+            "PersonaPCA", self._facts(), self.to_pandas(), caption="roles by PC1 loading"
+        )
+
+    def to_pandas(self, components: int = 3) -> pd.DataFrame:
+        """One row per role: ``role``, ``count``, ``PC1``.. ``PC{components}`` loadings and
+        ``axis_projection`` (where known), sorted by PC1."""
+        import pandas as pd
+
+        k = min(components, int(self.loadings.shape[1]))
+        data: dict[str, Any] = {"role": list(self.names)}
+        if self.counts is not None:
+            data["count"] = list(self.counts)
+        for c in range(k):
+            data[f"PC{c + 1}"] = self.loadings[:, c].tolist()
+        if self.axis_projections is not None:
+            data["axis_projection"] = self.axis_projections.tolist()
+        df = pd.DataFrame(data)
+        return df.sort_values("PC1", ascending=False, ignore_index=True) if k else df
 
 
 def persona_pca(

@@ -8,7 +8,7 @@ stores of the *same* model, hook, span policy and layers) and never imports tran
 Activations are streamed group by group in bounded chunks and accumulated in float64, so a
 paper-scale store (275 roles x 1,200 responses) never has to fit in memory.
 
-Formulas (DESIGN.md §1), per stored layer ``l``:
+Formulas (docs/concepts.md), per stored layer ``l``:
 
 - role vector ``r_l`` = mean of the role's responses with judge score ``>= min_score``; roles
   with fewer than ``min_count`` such responses are excluded and reported (``RoleVectors.excluded``
@@ -17,8 +17,9 @@ Formulas (DESIGN.md §1), per stored layer ``l``:
 - Assistant Axis ``a_l = d_l - mean over roles of r_l`` (each role weighs the same, whatever its
   count); projection ``h · a_l / |a_l|``, higher = more Assistant-like;
 - trait vector = mean(trait_pos) - mean(trait_neg) per trait (:mod:`axislens.analysis.traits`);
-- cap threshold ``tau_l`` = the empirical ``percentile`` of the projections of the collected
-  responses at layer ``l`` (:func:`axislens.analysis.thresholds.calibrate_cap`).
+- cap threshold ``tau_l`` = the empirical ``percentile`` of the projections at layer ``l``, over
+  a chosen unit (response means or tokens) and pool of items
+  (:func:`axislens.analysis.thresholds.calibrate_cap`, which documents the default).
 
 Directions made here have one row per *model* layer (``manifest["model"]["n_layers"]``), so
 ``direction.unit(l)`` means block ``l`` of the model; layers the store lacks are zero rows.
@@ -38,13 +39,17 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 import torch
 
 from axislens._types import Float, Tensor
 from axislens.directions import Direction, HookName
+from axislens.display import compact_repr, html_summary
 from axislens.store import ActivationStore, ItemRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DirectionMethod",
@@ -415,6 +420,37 @@ class RoleVectors:
         """Role vectors at model ``layer``."""
         return self.vectors[:, self.column(layer)]
 
+    def _facts(self) -> list[tuple[str, Any]]:
+        return [
+            ("model", self.model_id),
+            ("roles", len(self.names)),
+            ("layers", list(self.layers)),
+            ("d_model", self.d_model),
+            ("hook", self.hook),
+            ("responses", sum(self.counts)),
+            ("default responses", self.default_count if self.default is not None else None),
+            ("excluded roles", len(self.excluded)),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("RoleVectors", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("RoleVectors", self._facts(), self.to_pandas())
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per role: ``role``, ``count``, ``description`` and the vector's norm at each
+        layer (``norm_L{layer}``)."""
+        import pandas as pd
+
+        norms = torch.linalg.vector_norm(self.vectors, dim=-1)
+        data: dict[str, Any] = {"role": list(self.names), "count": list(self.counts)}
+        if self.descriptions is not None:
+            data["description"] = list(self.descriptions)
+        for k, layer in enumerate(self.layers):
+            data[f"norm_L{layer}"] = norms[:, k].tolist()
+        return pd.DataFrame(data)
+
     def axis_rows(self) -> Float[Tensor, "layer d_model"]:
         """``default - mean over roles`` at each of :attr:`layers` (float64)."""
         if self.default is None:
@@ -505,7 +541,7 @@ def role_vectors(
     for g, _recs, x in _stream(src, groups, cols):
         sums[g] += x.sum(dim=0)
     counts = torch.tensor([len(g) for g in groups], dtype=torch.float64)
-    means = sums / counts[:, None, None]
+    means = sums.div_(counts[:, None, None])  # in place: [roles, layers, d_model] is the result
     n_roles = len(sel.names)
     return RoleVectors(
         names=sel.names,

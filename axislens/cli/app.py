@@ -189,11 +189,20 @@ def add_model_args(p: argparse.ArgumentParser, *, legacy_positional: bool = Fals
 
 
 def add_sampling_args(
-    p: argparse.ArgumentParser, *, max_new_tokens: int, temperature: float = 0.0
+    p: argparse.ArgumentParser, *, max_new_tokens: int | None, temperature: float = 0.0
 ) -> None:
-    """``--max-new-tokens``, ``--temperature``, ``--top-p``, ``--seed`` (a SamplingConfig)."""
+    """``--max-new-tokens``, ``--temperature``, ``--top-p``, ``--seed`` (a SamplingConfig);
+    ``max_new_tokens=None``: the command resolves an unset value itself."""
     p.add_argument(
-        "--max-new-tokens", type=positive_int, default=max_new_tokens, help="tokens per reply"
+        "--max-new-tokens",
+        type=positive_int,
+        default=max_new_tokens,
+        help="tokens per reply"
+        + (
+            " (default: 128 for an embedded model on a CPU, else 512)"
+            if max_new_tokens is None
+            else ""
+        ),
     )
     p.add_argument("--temperature", type=non_negative_float, default=temperature, help="0 = greedy")
     p.add_argument("--top-p", type=top_p, default=0.9, help="nucleus sampling mass, in (0, 1]")
@@ -366,7 +375,9 @@ def _add_chat_args(p: argparse.ArgumentParser) -> None:
 def _cmd_chat(args: argparse.Namespace) -> int:
     from axislens.model.chat import format_conversation
     from axislens.model.decoding import generate_text
+    from axislens.model.loading import check_chat_model
 
+    check_chat_model(args.model)  # a base model fails here, not after its conversion
     sampling = sampling_from_args(args)
     model = load_from_args(args)
     messages = ([{"role": "system", "content": args.system}] if args.system is not None else []) + [
@@ -439,6 +450,11 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
         help="paper scale (all roles, 5 prompts, 240 questions, bfloat16 on cuda); the scale "
         "flags are then ignored",
     )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="start a run too large for a CPU (the plan printed first says how large)",
+    )
 
 
 def check_catalogue(personas: Any, roles: Any, n_prompts: int, n_questions: int) -> None:
@@ -464,6 +480,7 @@ def check_catalogue(personas: Any, roles: Any, n_prompts: int, n_questions: int)
     example="axislens demo --model smollm2-135m-instruct --out demo-out --roles 24",
 )
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from axislens.collection.plan import collect_plan
     from axislens.personas import load_personas
     from axislens.pipelines import DemoConfig, run_demo
 
@@ -499,6 +516,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if args.full
         else small
     )
+    plan = collect_plan(
+        load_personas(cfg.personas),
+        cfg.n_roles,
+        n_prompts=cfg.n_prompts,
+        n_questions=cfg.n_questions,
+        max_new_tokens=cfg.max_new_tokens,
+        device="engine" if backend is not None else cfg.device,
+        command="demo",
+    )
+    print(plan.describe(), flush=True)
+    plan.check(args.yes)
     run_demo(cfg)
     return 0
 

@@ -51,6 +51,7 @@ __all__ = ["parse_roles"]
 # --help needs no torch.
 _MODES = ("response", "prefill")
 _JUDGES = ("none", "model", "openai")
+_PAPER_SIZES = {"max_new_tokens": 512, "batch_size": 8}
 
 
 def parse_roles(text: str | None) -> int | list[str] | None:
@@ -81,8 +82,13 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--questions", type=positive_int, default=240, help="extraction questions per prompt"
     )
-    add_sampling_args(p, max_new_tokens=512, temperature=0.7)
-    p.add_argument("--batch-size", type=positive_int, default=8, help="sequences per batch")
+    add_sampling_args(p, max_new_tokens=None, temperature=0.7)
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="sequences per batch (default: 16 for an embedded model on a CPU, else 8)",
+    )
     add_engine_args(p, choice=True)
     p.add_argument(
         "--no-collect",
@@ -116,7 +122,43 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hooks", default="resid_post", help="comma list, e.g. resid_post,mlp_out")
     p.add_argument("--personas", default=None, help="catalogue folder (default: the shipped one)")
     p.add_argument("--no-default", action="store_true", help="skip the default-prompt items")
+    p.add_argument(
+        "--store-dtype",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="storage dtype of a new store (default float32; bfloat16 halves the disk use)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="resume a store whose persona catalogue, sampling settings or weights changed",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="start a run too large for a CPU (the plan printed first says how large)",
+    )
+
+
+def _check_device(device: str) -> None:
+    """``--device`` names a device this machine has (before the model load)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"--device: {device!r} is not a torch device (cpu, cuda, cuda:N, mps)"
+        ) from None
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ValueError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: MPS is not available on this machine")
 
 
 @command(
@@ -128,6 +170,7 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
 )
 def _cmd_collect(args: argparse.Namespace) -> int:
     from axislens.collection.judges import OpenAIJudge
+    from axislens.collection.plan import CPU_DEFAULTS, collect_plan, cpu_sized
     from axislens.model.hooks import HOOKS
     from axislens.personas import load_personas
     from axislens.pipelines import run_collect
@@ -152,7 +195,31 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         )
     elif args.judge_url or args.judge_model:
         raise ValueError("--judge-url/--judge-model need --judge openai")
+    from axislens.collection.launch import current_launch
+    from axislens.store import check_writable
+
+    check_writable(args.out)
+    launch = current_launch()  # accelerate launch / torchrun: one GPU per rank
+    args.device = launch.device(args.device)
+    _check_device(args.device)
     backend = backend_from_args(args)  # reachable and serving --engine-model, before the load
+    # Unset sizes: CPU-sized for an embedded model on a CPU, else the paper's.
+    sizes = CPU_DEFAULTS if cpu_sized(args.model, args.device) else _PAPER_SIZES
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    plan = collect_plan(
+        personas,
+        roles,
+        n_prompts=args.prompts,
+        n_questions=args.questions,
+        max_new_tokens=args.max_new_tokens,
+        include_default=not args.no_default,
+        device=args.device if backend is None else "engine",
+        generate=args.mode == "response",
+    )
+    print(plan.describe(), flush=True)
+    plan.check(args.yes)  # before the model load: a refused run costs nothing
     model = load_from_args(args)
     summary = run_collect(
         model,
@@ -174,6 +241,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         backend=backend,
         collect_activations=not args.no_collect,
+        force=args.force,
+        launch=launch,
+        store_dtype=args.store_dtype,
     )
     print(summary)
     return 0

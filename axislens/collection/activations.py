@@ -31,10 +31,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from axislens.collection.launch import Launch, current_launch
 from axislens.model.chat import FormattedConversation, format_conversation
 from axislens.model.hooks import hook_name, resolve_layers
 from axislens.model.loading import model_provenance
-from axislens.store import ActivationStore, ItemRecord, StoreError, Writer
+from axislens.store import ActivationStore, ItemRecord, SharedWriter, StoreError, Writer
 
 __all__ = [
     "AllTurnsSpan",
@@ -256,13 +257,18 @@ class CollectSummary:
     tokens: int
     seconds: float
     skipped_reasons: Mapping[str, int]
+    rank: int = 0
+    """This process's rank in a multi-process job (its share of the chunks: ``collected`` and
+    ``reused`` count only that share)."""
+    world: int = 1
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
     def __str__(self) -> str:
-        return (
+        share = f"rank {self.rank}/{self.world}: " if self.world > 1 else ""
+        return share + (
             f"{self.items} items: {self.collected} collected, {self.reused} already in store, "
             f"{self.skipped} skipped; {self.tokens} tokens in {self.seconds:.1f} s "
             f"({self.tokens_per_second:.0f} tokens/s)"
@@ -314,6 +320,8 @@ def collect(
     progress: bool = True,
     store_dtype: str | None = None,
     writer: Writer | None = None,
+    launch: Launch | None = None,
+    force: bool = False,
 ) -> CollectSummary:
     """Collect span means of ``hooks`` at ``layers`` for every conversation into ``store``.
 
@@ -327,27 +335,40 @@ def collect(
         span: ``"response"`` | ``"all_turns"`` | ``"prefill"`` or a policy object.
         max_tokens: context limit (default the model's ``n_ctx``); longer conversations lose
             their oldest exchanges with a warning.
-        provenance: extra manifest fields (persona/question hashes, generation settings).
+        provenance: extra manifest fields (persona/question hashes, generation settings); part
+            of the store's identity, checked on resume (see ``force``).
         store_dtype: storage dtype of a new store (``"float32"`` default, ``"bfloat16"`` halves
             the disk use); ``None`` keeps an existing store's.
-        writer: :class:`~axislens.store.ExclusiveWriter` (default; another run writing to the
-            store fails fast) or :class:`~axislens.store.SharedWriter` for each rank of one
-            multi-process job (default: the given store object's).
+        writer: :class:`~axislens.store.ExclusiveWriter` (default for a one-process run; another
+            run writing to the store fails fast) or :class:`~axislens.store.SharedWriter`
+            (default under a launcher: every rank of the job is one).
+        launch: this process's place in a multi-process job (default
+            :func:`~axislens.collection.launch.current_launch`: accelerate's ``PartialState``
+            under ``accelerate launch`` / ``torchrun``, else one process). The chunks of the
+            full item list are dealt out, chunk k to rank ``k % world``; the ranks together
+            write the same store, vector for vector, as one process.
+        force: resume even though the persona catalogue, generation settings or model weights
+            differ from the store's (the manifest records the override).
 
-    Resumable: items already collected are reused; a run killed at any point and restarted
-    produces the same store contents. Corrupt shards are moved aside and recomputed.
+    Resumable: items already collected are reused, with any number of processes; a run killed
+    at any point and restarted produces the same store contents. An item whose record changed
+    (e.g. an edited prompt) is recomputed, never kept. Corrupt shards are moved aside and
+    recomputed. Everything is validated (hooks, layers, batch size, the store's identity and
+    writability) before the store is created or touched.
     """
     t0 = time.perf_counter()
     n_layers = int(model.cfg.n_layers)
     hooks = tuple(hooks)
+    if not hooks:
+        raise ValueError("hooks: expected at least one hook")
     for h in hooks:
-        hook_name(h, 0)
         if hook_name(h, 0) not in model.hook_dict:
             raise ValueError(f"the model has no hook point {hook_name(h, 0)!r}")
     layer_list = resolve_layers(layers, n_layers)
     policy = span_policy(span)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    launch = current_launch() if launch is None else launch
     limit = int(max_tokens or model.cfg.n_ctx)
     records = [
         c
@@ -358,22 +379,42 @@ def collect(
     if len({r.id for r in records}) != len(records):
         raise ValueError("conversations contain duplicate item ids")
     want = collection_manifest(model, hooks, layer_list, policy, provenance, store_dtype)
-    if not isinstance(store, ActivationStore):
-        store = ActivationStore.create(store, want, writer=writer)
-    else:
-        store = ActivationStore.create(store.root, want, writer=writer or store.writer)
+    root = store.root if isinstance(store, ActivationStore) else Path(store)
+    if writer is None:
+        if launch.distributed:
+            writer = SharedWriter(job=launch.job)
+        elif isinstance(store, ActivationStore):
+            writer = store.writer
+    store = ActivationStore.create(root, want, writer=writer, force=force)
     store.repair()
     done = store.collected_ids()
+    known = store.records()
     prepared = [_fit(model, r, policy, limit) for r in records]
     skipped = [p.record for p in prepared if p.ids is None]
     usable = [p for p in prepared if p.ids is not None]
-    known = store.records()
-    new_records = [p.record for p in prepared if known.get(p.record.id) != p.record]
-    store.append_records(new_records)
-    chunks = [c for c in _chunks(usable, batch_size) if any(p.record.id not in done for p in c)]
-    reused = sum(1 for p in usable if p.record.id in done) - sum(
-        1 for c in chunks for p in c if p.record.id in done
+    # Stored activations count only under the record they were computed from: a changed record
+    # (edited prompt, new response) is recomputed. Its new record is written only after its new
+    # activations, so a run killed in between still sees the old record and recomputes.
+    valid = {
+        p.record.id for p in usable if p.record.id in done and known.get(p.record.id) == p.record
+    }
+    every = list(_chunks(usable, batch_size))  # the same list in every rank and on every resume
+    mine = [c for k, c in enumerate(every) if launch.owns(k)]
+    chunks = [c for c in mine if any(p.record.id not in valid for p in c)]
+    mine_ids = {p.record.id for c in mine for p in c}
+    stale = {
+        p.record.id for c in chunks for p in c if p.record.id in done and p.record.id not in valid
+    }
+    store.append_records(
+        [
+            p.record
+            for p in prepared
+            if known.get(p.record.id) != p.record
+            and p.record.id not in stale
+            and (p.record.id in mine_ids or (p.ids is None and launch.rank == 0))
+        ]
     )
+    reused = sum(1 for c in mine for p in c) - sum(len(c) for c in chunks)
     tokens = 0
     bar = tqdm(total=sum(len(c) for c in chunks), desc="collect", unit="item", disable=not progress)
     try:
@@ -386,6 +427,7 @@ def collect(
                 layers=layer_list,
             )
             store.append_activations([p.record.id for p in chunk], means)
+            store.append_records([p.record for p in chunk if p.record.id in stale])
             tokens += sum(p.record.n_tokens for p in chunk)
             bar.update(len(chunk))
     finally:
@@ -402,6 +444,8 @@ def collect(
         tokens=tokens,
         seconds=time.perf_counter() - t0,
         skipped_reasons=reasons,
+        rank=launch.rank,
+        world=launch.world,
     )
 
 

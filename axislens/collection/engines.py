@@ -30,6 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from axislens.extras import require
 from axislens.model.chat import FormattedConversation
 from axislens.model.decoding import SamplingConfig, item_seed, stop_token_ids
 
@@ -166,7 +167,7 @@ class OpenAIBackend:
         return f"openai:{self.model}@{self.base_url}"
 
     def _client(self, *, max_retries: int | None = None, timeout: float | None = None) -> Any:
-        import openai
+        openai = require("openai", "judge", "generation through an OpenAI-compatible engine")
 
         return openai.OpenAI(
             base_url=self.base_url,
@@ -184,7 +185,7 @@ class OpenAIBackend:
     def check_served(self) -> int | None:
         """Engine reachable and serving ``model`` (no tokenizer needed: the CLI runs it before
         loading anything); returns the server's context length where it reports one."""
-        import openai
+        openai = require("openai", "judge", "generation through an OpenAI-compatible engine")
 
         client = self._client(max_retries=1, timeout=min(self.timeout, 30.0))
         try:
@@ -210,7 +211,7 @@ class OpenAIBackend:
 
         ``tokenizer`` is the local tokenizer or a bridge model (its ``.tokenizer``).
         """
-        import openai
+        openai = require("openai", "judge", "generation through an OpenAI-compatible engine")
 
         from axislens.model.chat import format_conversation
 
@@ -247,7 +248,7 @@ class OpenAIBackend:
 
     def _count_probe(self, client: Any, text: str, local: list[int]) -> list[int]:
         """Servers without ``/tokenize``: the text probe's prompt-token count must match."""
-        import openai
+        openai = require("openai", "judge", "generation through an OpenAI-compatible engine")
 
         try:
             reply = client.completions.create(
@@ -319,7 +320,7 @@ class OpenAIBackend:
         sampling: SamplingConfig,
         info: EngineInfo,
     ) -> Completion:
-        import openai
+        openai = require("openai", "judge", "generation through an OpenAI-compatible engine")
 
         ids = [int(t) for t in conv.input_ids.tolist()]
         body: dict[str, Any] = {

@@ -46,6 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from axislens.extras import require
+
 __all__ = [
     "REFUSED",
     "ROLE_SCALE",
@@ -396,7 +398,7 @@ class OpenAIJudge:
         max_tokens: int = 8,
         preset: Preset | None = None,
     ) -> None:
-        import openai
+        openai = require("openai", "judge", "the OpenAI-compatible judge")
 
         model = model or os.environ.get("AXISLENS_JUDGE_MODEL")
         if not model:
@@ -451,7 +453,7 @@ class OpenAIJudge:
             return list(pool.map(self._one, requests))
 
     def _one(self, req: JudgeRequest) -> JudgeResult:
-        import openai
+        openai = require("openai", "judge", "the OpenAI-compatible judge")
 
         fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
         self._limiter.wait()
@@ -567,7 +569,8 @@ def judge_store(
     chunk_size: int = 64,
     progress: bool = True,
 ) -> JudgeSummary:
-    """Score the store's responses of ``kinds`` (role by default; ``("trait_pos",
+    """Score the store's (an :class:`~axislens.store.ActivationStore` or its folder) responses
+    of ``kinds`` (role by default; ``("trait_pos",
     "trait_neg")`` for trait items, on the 0-100 scale) that have no score yet; append each
     chunk atomically.
 
@@ -586,6 +589,10 @@ def judge_store(
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if isinstance(store, (str, os.PathLike)):  # a store folder, as collect() takes
+        from axislens.store import ActivationStore
+
+        store = ActivationStore.open(store)
     t0 = time.perf_counter()
     kinds = tuple(kinds)
     todo = judge_requests(store, personas, kinds=kinds)

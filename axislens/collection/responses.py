@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -124,6 +125,9 @@ def generate_responses(
 ) -> list[Any]:
     """Generate role (and default) responses into ``store``; returns the completed records.
 
+    ``store`` is an :class:`~axislens.store.ActivationStore` or a folder (created if new, with
+    the model and generation settings in its manifest, as ``collect`` writes them).
+
     ``items`` replaces the persona items (``roles``, ``n_prompts``, ``n_questions`` and
     ``include_default`` are then unused), e.g. trait items from
     :func:`axislens.collection.traits.trait_items`. ``{model_name}`` in default prompts
@@ -160,6 +164,16 @@ def generate_responses(
             n_questions=n_questions,
             include_default=include_default,
             model_name=model_name,
+        )
+    if isinstance(store, (str, os.PathLike)):  # a folder, as collect() takes: created if new
+        from axislens.store import ActivationStore
+
+        store = ActivationStore.create(
+            store,
+            {
+                "model": model_provenance(model).to_dict(),
+                **generation_provenance(personas, sampling),
+            },
         )
     store.repair(activations=False)  # truncated/corrupt record shards: moved aside, redone
     have = store.records()
@@ -218,8 +232,7 @@ def _generate_streaming(
     from axislens.model.chat import format_conversation
 
     info = engine.check(model)  # unreachable / wrong model / tokenizer mismatch: before any work
-    if progress:
-        print(plan_line(info, len(todo), len(done), sampling, engine.concurrency), flush=True)
+    print(plan_line(info, len(todo), len(done), sampling, engine.concurrency), flush=True)
     if not todo:
         return
     by_id = {i.id: i for i in todo}

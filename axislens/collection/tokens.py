@@ -64,7 +64,9 @@ def token_projections(
         raise ValueError("token_projections needs at least one layer")
     for layer in cols:
         if not 0 <= layer < int(model.cfg.n_layers):
-            raise ValueError(f"layer {layer} is out of range for a {model.cfg.n_layers}-layer model")
+            raise ValueError(
+                f"layer {layer} is out of range for a {model.cfg.n_layers}-layer model"
+            )
     chosen = pool if pool is not None else Pool()
     policy = span_policy(str(src.manifest.get("span", "response")))
     limit = int(model.cfg.n_ctx)
@@ -91,15 +93,17 @@ def token_projections(
                 batch[i, : len(p.ids)] = p.ids
             proj = torch.empty(len(chunk), len(cols), width, dtype=torch.float64)
 
-            def make(j: int, layer: int) -> Any:
+            def make(j: int, layer: int, dest: torch.Tensor = proj) -> Any:
                 def fn(act: torch.Tensor, hook: Any) -> None:
-                    proj[:, j] = (act.double() @ units[j].to(act.device)).cpu()
+                    dest[:, j] = (act.double() @ units[j].to(act.device)).cpu()
                     if layer == last:
                         raise _Stop
 
                 return fn
 
-            fwd = [(hook_name(direction.hook, layer), make(j, layer)) for j, layer in enumerate(cols)]
+            fwd = [
+                (hook_name(direction.hook, layer), make(j, layer)) for j, layer in enumerate(cols)
+            ]
             try:
                 with model.hooks(fwd_hooks=fwd):
                     model(batch.to(device), return_type=None)
@@ -120,6 +124,9 @@ def token_projections(
         values=tuple(out),
         hook=direction.hook,
         fingerprint=direction_fingerprint(direction, cols),
-        provenance={"stores": [str(s.root) for s in src.stores], "span": policy.name,
-                    "pool": chosen.describe()},
+        provenance={
+            "stores": [str(s.root) for s in src.stores],
+            "span": policy.name,
+            "pool": chosen.describe(),
+        },
     )

@@ -58,7 +58,10 @@ def trait_items(
         if not questions:
             raise ValueError(f"trait {trait.name!r}: no questions (neither its own nor shared)")
         for k, pair in enumerate(trait.pairs[:n_pairs]):
-            for side, kind, instruction in (("pos", "trait_pos", pair.pos), ("neg", "trait_neg", pair.neg)):
+            for side, kind, instruction in (
+                ("pos", "trait_pos", pair.pos),
+                ("neg", "trait_neg", pair.neg),
+            ):
                 for qid, text in questions:
                     msgs = (
                         {"role": "system", "content": instruction},

@@ -34,12 +34,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from axislens._types import Bool, Float, Tensor
 from axislens.directions import Direction
+from axislens.display import compact_repr, html_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Attribution", "Decomposition", "LogitLens", "attribute", "decompose", "logit_lens"]
 
@@ -109,6 +113,36 @@ class Attribution:
         for la, h, i in hs:
             out[la, h] = means[i]
         return out
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per component: ``component``, ``layer``, ``head`` (-1: none) and its
+        ``span_mean`` projection, largest absolute value first."""
+        import pandas as pd
+
+        means = self.span_mean().tolist()
+        df = pd.DataFrame(
+            {"component": list(self.labels), "layer": list(self.layers), "head": list(self.heads)}
+        )
+        df["span_mean"] = means
+        order = df["span_mean"].abs().sort_values(ascending=False).index
+        return df.loc[order].reset_index(drop=True)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        return [
+            ("layer", self.layer),
+            ("hook", self.hook),
+            ("components", len(self.labels)),
+            ("tokens", len(self.tokens)),
+            ("span tokens", int(self.mask.sum())),
+            ("total span mean", self.total_mean() if bool(self.mask.any()) else None),
+            ("top", [f"{n} {v:+.3g}" for n, v in self.top(3)] if bool(self.mask.any()) else None),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("Attribution", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("Attribution", self._facts(), self.to_pandas())
 
     def by_kind(self) -> dict[str, float]:
         """Span means summed by kind: ``embed``, ``attn`` (heads and biases) and ``mlp``."""

@@ -38,11 +38,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from axislens.directions import CapConfig, Direction
+from axislens.display import compact_repr, html_summary
 from axislens.evals.metrics import (
     ATTACK_RUBRIC,
     IDENTITY_RUBRIC,
@@ -60,6 +61,9 @@ from axislens.evals.metrics import (
 from axislens.evals.sets import EvalSet, eval_set_summary
 from axislens.model.chat import FormattedConversation, format_conversation
 from axislens.model.decoding import SamplingConfig, generate_tokens
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["EvalResult", "Setting", "SettingResult", "evaluate"]
 
@@ -183,6 +187,26 @@ class EvalResult:
             {"setting": s.name, **{k: s.params.get(k) for k in keys}, **dict(s.metrics)}
             for s in self.settings
         ]
+
+    def to_pandas(self) -> pd.DataFrame:
+        """:meth:`rows` as a DataFrame, one row per setting (the baseline first)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows())
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        metrics = list(dict.fromkeys(k for s in self.settings for k in s.metrics))
+        return [
+            ("settings", [s.name for s in self.settings]),
+            ("metrics", metrics),
+            ("replies per setting", len(self.baseline.replies) if self.settings else 0),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("EvalResult", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("EvalResult", self._facts(), self.to_pandas())
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,16 +39,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from axislens._types import Float, Tensor
 from axislens.directions import Direction, HookName
+from axislens.display import compact_repr, html_summary, shape
 from axislens.interventions.attach import Intervention, intervene
 from axislens.interventions.operations import Ablate, Add, All, Op, Positions
 from axislens.model.decoding import PrefixCache, SamplingConfig, generate_tokens
 from axislens.model.hooks import LayerSpec, resolve_layers
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "SweepResult",
@@ -117,6 +121,32 @@ class SweepResult:
             for j, s in enumerate(self.strengths)
             for k, m in enumerate(self.metrics)
         ]
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The tidy rows as a DataFrame (``layer, strength, metric, value``); pivot with
+        ``df.pivot_table(index="layer", columns="strength", values="value")``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=["layer", "strength", "metric", "value"])
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        return [
+            ("kind", self.kind),
+            ("op", self.op),
+            ("hook", self.hook),
+            ("layers", list(self.layers)),
+            ("strengths", list(self.strengths)),
+            ("metrics", list(self.metrics)),
+            ("values", shape(self.values)),
+            ("texts", len(self.texts)),
+            *((f"baseline {k}", float(v)) for k, v in list(self.baseline.items())[:4]),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("SweepResult", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("SweepResult", self._facts(), self.to_pandas())
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write the tidy rows as CSV (``layer,strength,metric,value``)."""
@@ -291,7 +321,7 @@ def layer_sweep(
     continuations: Mapping[str, str] | None = None,
     generate: SamplingConfig | None = None,
     batch_size: int = 16,
-    progress: bool = False,
+    progress: bool = True,
 ) -> SweepResult:
     """Sweep ``op(strength)`` over ``layers`` x ``strengths``; see the module docstring.
 
@@ -426,7 +456,7 @@ def ablation_sweep(
     positions: Positions | None = None,
     continuations: Mapping[str, str] | None = None,
     batch_size: int = 16,
-    progress: bool = False,
+    progress: bool = True,
 ) -> SweepResult:
     """Project the axis out of one layer at a time and measure the drop in the readout
     projection (``drop@k = unsteered - ablated``), plus the :func:`layer_sweep` metrics."""

@@ -51,6 +51,7 @@ from axislens.interventions.operations import (
     Ablate,
     Add,
     All,
+    CapCeiling,
     CapFloor,
     Kernel,
     Last,
@@ -69,6 +70,7 @@ __all__ = [
     "ablate",
     "cap",
     "cap_intervention",
+    "ceiling_sequence_interventions",
     "intervene",
     "intervention_hooks",
     "residual_norms",
@@ -183,6 +185,50 @@ def cap_intervention(
         hook=hook,
         positions=positions if positions is not None else All(),
     )
+
+
+def ceiling_sequence_interventions(
+    caps: Any,
+    *,
+    n_layers: int,
+    positions: Positions | None = None,
+    hook: HookName = "resid_post",
+) -> list[Intervention]:
+    """The interventions applying a public multi-vector capping experiment
+    (:class:`axislens.public.CeilingSequence`) exactly: one :class:`CapCeiling` per *slot*
+    (slot ``k`` = the ``k``-th cap of each layer), attached in slot order, so at every layer the
+    caps run one after the other in file order, as the public steerer applies them.
+
+    Example:
+        >>> seq = CeilingSequence.from_torch("capping_config.pt", 0)  # doctest: +SKIP
+        >>> with intervene(model, *ceiling_sequence_interventions(seq, n_layers=64)):  # doctest: +SKIP
+        ...     out = model(tokens)
+    """
+    from axislens.public import CeilingSequence
+
+    if not isinstance(caps, CeilingSequence):
+        raise ValueError(f"expected a CeilingSequence, got {type(caps).__name__}")
+    if max(caps.layers) >= n_layers:
+        raise ValueError(f"the caps reach layer {max(caps.layers)}; n_layers={n_layers}")
+    out = []
+    for k, (vectors, thresholds) in enumerate(caps.slots()):
+        layers = tuple(sorted(vectors))
+        rows = torch.zeros(n_layers, next(iter(vectors.values())).shape[0])
+        for layer in layers:
+            rows[layer] = vectors[layer]
+        direction = Direction(
+            rows, method="imported", hook=hook, provenance={**dict(caps.provenance), "slot": k}
+        )
+        out.append(
+            Intervention(
+                CapCeiling(tuple(thresholds[la] for la in layers)),
+                direction,
+                layers=layers,
+                hook=hook,
+                positions=positions if positions is not None else All(),
+            )
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- attaching
@@ -557,7 +603,8 @@ def residual_norms(
 
     def recorder(layer: int) -> Callable[..., None]:
         def record(h: Tensor, hook: Any) -> None:
-            sums[layer] = float((h.double().norm(dim=-1) * wd).sum())
+            wl = wd if wd.device == h.device else wd.to(h.device)  # layers split over devices
+            sums[layer] = float((h.double().norm(dim=-1) * wl).sum())
 
         return record
 

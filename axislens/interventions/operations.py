@@ -291,7 +291,11 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class Last:
-    """The last prompt token (the position the first new token is predicted from)."""
+    """The last prompt token (the position the first new token is predicted from).
+
+    Not the public assistant-axis ``positions="last"``, which edits the last position of
+    *every* forward (each new token during cached decoding): that is ``Last()`` plus
+    ``Response()`` (docs/concepts.md, "Positions")."""
 
     def mask(self, start: int, n: int, boundary: int) -> Tensor | None:
         return torch.arange(start, start + n) == boundary - 1

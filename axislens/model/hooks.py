@@ -128,8 +128,20 @@ def parse_layers(text: str, where: str = "layers") -> slice | tuple[int, ...]:
 
 def layer_device(model: Model, layer: int) -> torch.device:
     """Device holding block ``layer``'s weights (differs per layer when a model is split over
-    several GPUs with a ``device_map``); ``model.cfg.device`` when it cannot be told."""
+    several GPUs with a ``device_map``); ``model.cfg.device`` when it cannot be told.
+
+    A block offloaded by accelerate (``"cpu"``/``"disk"`` in the ``device_map``) keeps its
+    weights on the ``meta`` device between forwards; its execution device (where its
+    activations live) is the answer then."""
     try:
-        return next(model.blocks[layer].parameters()).device
-    except (AttributeError, IndexError, StopIteration, TypeError):
+        block = model.blocks[layer]
+    except (AttributeError, IndexError, TypeError):
         return torch.device(model.cfg.device)
+    for mod in (block, getattr(block, "original_component", None)):
+        dev = getattr(getattr(mod, "_hf_hook", None), "execution_device", None)
+        if dev is not None:
+            return torch.device(f"cuda:{dev}" if isinstance(dev, int) else dev)
+    for param in block.parameters():
+        if param.device.type != "meta":
+            return param.device
+    return torch.device(model.cfg.device)

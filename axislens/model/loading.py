@@ -26,14 +26,17 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+
+from axislens.extras import require
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -45,6 +48,7 @@ __all__ = [
     "ModelError",
     "ModelProvenance",
     "cache_dir",
+    "check_chat_model",
     "load_model",
     "model_provenance",
     "prepare_model",
@@ -204,14 +208,23 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _convert_gguf(gguf: Path, out: Path, spec: EmbeddedModel, *, weights: bool) -> None:
-    """Dequantise ``gguf`` into an HF folder ``out`` (tokenizer always, weights if asked)."""
+def _convert_gguf(
+    gguf: Path, out: Path, spec: EmbeddedModel, *, weights: bool, step: Any = None
+) -> None:
+    """Dequantise ``gguf`` into an HF folder ``out`` (tokenizer always, weights if asked);
+    ``step`` (a tqdm bar) advances after each part."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with _quiet():
+        if step is not None:
+            step.set_postfix_str("tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tokenizer.save_pretrained(out)
+        if step is not None:
+            step.update()
         if weights:
+            if step is not None:
+                step.set_postfix_str("dequantising weights")
             model = AutoModelForCausalLM.from_pretrained(
                 str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
             )
@@ -222,6 +235,8 @@ def _convert_gguf(gguf: Path, out: Path, spec: EmbeddedModel, *, weights: bool) 
                 del model.config.quantization_config
             model.config._name_or_path = spec.hf_id
             model.save_pretrained(out)
+            if step is not None:
+                step.update()
     marker = {
         "name": spec.name,
         "hf_id": spec.hf_id,
@@ -238,13 +253,28 @@ def _prepare(name: str, kind: Literal["model", "tokenizer"]) -> Path:
     )
     if (target / "axislens-embedded.json").is_file():
         return target
+    require("gguf", "embedded", f"converting the embedded model {name!r}")
+    from tqdm.auto import tqdm
+
+    weights = kind == "model"
+    print(
+        f"axislens: first use of the embedded model {name!r}: converting its GGUF to a "
+        f"safetensors {kind} folder, once ({'20-70 s' if weights else 'a few seconds'}), into "
+        f"{target}",
+        file=sys.stderr,
+        flush=True,
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+    # Created before _quiet() silences stderr, so the bar still shows.
+    bar = tqdm(total=3 if weights else 2, desc=f"converting {name}", unit="step", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp, bar:
         work = Path(tmp)
+        bar.set_postfix_str("verifying sha256")
         gguf = _assemble_gguf(spec, work)
+        bar.update()
         out = work / "out"
         out.mkdir()
-        _convert_gguf(gguf, out, spec, weights=kind == "model")
+        _convert_gguf(gguf, out, spec, weights=weights, step=bar)
         try:
             os.replace(out, target)  # atomic: a reader sees no folder or a complete one
         except OSError:
@@ -266,6 +296,26 @@ def prepare_model(name: str) -> Path:
         ['axislens-embedded.json', 'chat_template.jinja']
     """
     return _prepare(name, "model")
+
+
+def check_chat_model(name: str) -> None:
+    """Raise :class:`ModelError` at once, before any conversion or load, when ``name`` is known
+    to have no chat template: an embedded base model, or a local folder whose tokenizer files
+    carry none. Hub ids are not checked (that would need the download)."""
+    spec = EMBEDDED_MODELS.get(name)
+    if spec is not None and not spec.chat:
+        raise ModelError(
+            f"{name!r} is a base model (no chat training, no chat template); chat needs a chat "
+            f"model, e.g. --model {DEFAULT_MODEL}"
+        )
+    folder = Path(name)
+    if spec is None and (folder / "config.json").is_file():
+        config = folder / "tokenizer_config.json"
+        has = any((folder / f).is_file() for f in ("chat_template.jinja", "chat_template.json"))
+        if not has and config.is_file():
+            has = "chat_template" in json.loads(config.read_text(encoding="utf-8"))
+        if not has:
+            raise ModelError(f"{folder}: no chat template (a base model?); chat needs a chat model")
 
 
 def prepare_tokenizer(name: str) -> Path:
@@ -341,10 +391,13 @@ def _boot(
     revision: str | None,
     hf_model: Any = None,
     tokenizer: Any = None,
+    dispatch: Mapping[str, Any] | None = None,
 ) -> TransformerBridge:
     from transformer_lens.model_bridge import TransformerBridge
 
     kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+    if dispatch:  # device_map / max_memory / offload_folder: accelerate places the weights
+        kwargs = {"dtype": dtype, **dispatch}
     if revision is not None:
         kwargs["revision"] = revision
     if hf_model is not None:
@@ -353,6 +406,39 @@ def _boot(
         kwargs["tokenizer"] = tokenizer
     with _quiet():
         return TransformerBridge.boot_transformers(path_or_id, **kwargs)
+
+
+def _dispatch(
+    device: str | torch.device,
+    device_map: str | Mapping[str, str | int] | None,
+    max_memory: Mapping[str | int, str | int] | None,
+    offload_folder: str | os.PathLike[str] | None,
+) -> dict[str, Any] | None:
+    """The bridge's big-model keyword arguments, checked (``None``: one device)."""
+    if device_map is None:
+        if max_memory is not None or offload_folder is not None:
+            raise ModelError("max_memory and offload_folder need a device_map (e.g. 'auto')")
+        return None
+    if str(device) != "cpu":
+        raise ModelError(
+            f"give device ({device!r}) or device_map, not both: a device_map places every layer"
+        )
+    if isinstance(device_map, str):
+        if device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            raise ModelError(
+                f"device_map {device_map!r}: expected 'auto', 'balanced', 'balanced_low_0', "
+                "'sequential' or a dict of module name -> device"
+            )
+    elif "disk" in dict(device_map).values() and offload_folder is None:
+        raise ModelError("device_map puts modules on 'disk': give offload_folder")
+    out: dict[str, Any] = {
+        "device_map": device_map if isinstance(device_map, str) else dict(device_map)
+    }
+    if max_memory is not None:
+        out["max_memory"] = dict(max_memory)
+    if offload_folder is not None:
+        out["offload_folder"] = os.fspath(offload_folder)
+    return out
 
 
 def _finish(
@@ -383,8 +469,18 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     processing: bool = False,
     revision: str | None = None,
+    device_map: str | Mapping[str, str | int] | None = None,
+    max_memory: Mapping[str | int, str | int] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> TransformerBridge:
     """Load a model as a TransformerLens ``TransformerBridge``.
+
+    A model larger than one device: ``device_map="auto"`` (or ``"balanced"``, or a dict such
+    as ``{"model.layers.0": 0, ..., "model.layers.40": 1, ...}``, with ``"cpu"``/``"disk"``
+    entries for offloading), ``max_memory`` (per-device budget, e.g. ``{0: "70GiB",
+    1: "76GiB"}``) and ``offload_folder`` (for ``"disk"``) pass through to the bridge, hence to
+    transformers and accelerate; ``device`` must then be left at its default. Steering,
+    capping, monitoring, collection and ``residual_norms`` follow each layer's device.
 
     Args:
         name_or_path: an embedded model name (see ``axislens models``), a local HF folder, or a
@@ -395,16 +491,18 @@ def load_model(
             models; ``True`` enables TransformerLens compatibility processing (LayerNorm
             folding, centring). Recorded in :func:`model_provenance`.
         revision: hub revision (branch, tag or commit) for hub ids.
+        device_map, max_memory, offload_folder: see above (accelerate's big-model dispatch).
 
     Raises:
         ModelError: unknown name, folder without ``config.json``, hub unreachable, bad GGUF.
     """
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
+    dispatch = _dispatch(device, device_map, max_memory, offload_folder)
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
         folder = prepare_model(name)
-        bridge = _boot(str(folder), device=device, dtype=dtype, revision=None)
+        bridge = _boot(str(folder), device=device, dtype=dtype, revision=None, dispatch=dispatch)
         prov = {
             "model_id": spec.hf_id,
             "source": "embedded",
@@ -414,7 +512,9 @@ def load_model(
     elif path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a Hugging Face model folder: no config.json in it")
-        bridge = _boot(str(path.resolve()), device=device, dtype=dtype, revision=None)
+        bridge = _boot(
+            str(path.resolve()), device=device, dtype=dtype, revision=None, dispatch=dispatch
+        )
         marker = path / "axislens-embedded.json"
         sha = json.loads(marker.read_text())["gguf_sha256"] if marker.is_file() else None
         prov = {
@@ -425,7 +525,7 @@ def load_model(
         }
     elif _looks_like_hub_id(name):
         try:
-            bridge = _boot(name, device=device, dtype=dtype, revision=revision)
+            bridge = _boot(name, device=device, dtype=dtype, revision=revision, dispatch=dispatch)
         except OSError as err:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""

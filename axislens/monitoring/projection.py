@@ -28,15 +28,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from axislens._types import Float, Tensor
 from axislens.directions import Direction
+from axislens.display import compact_repr, html_summary
 from axislens.model.chat import FormattedConversation, MessageSpan, format_conversation
 from axislens.model.hooks import hook_name, resolve_layers
 from axislens.store import atomic_write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DriftTrajectory",
@@ -296,6 +300,45 @@ class DriftTrajectory:
                 f"layer {layer} was not measured; measured layers: {list(self.layers)}"
             )
         return self.layers.index(layer)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per measured message and layer: ``turn``, ``role``, ``layer``, ``mean``
+        projection, ``tokens`` and ``capped``."""
+        import pandas as pd
+
+        rows = [
+            {
+                "turn": t.turn,
+                "role": t.role,
+                "layer": layer,
+                "mean": float(t.mean[k]),
+                "tokens": len(t.tokens),
+                "capped": t.capped,
+            }
+            for t in sorted((*self.assistant, *self.user), key=lambda t: t.message_index)
+            for k, layer in enumerate(self.layers)
+        ]
+        return pd.DataFrame(rows, columns=["turn", "role", "layer", "mean", "tokens", "capped"])
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        first = self.means(self.layers[0]) if self.assistant and self.layers else []
+        return [
+            ("layers", list(self.layers)),
+            ("hook", self.hook),
+            ("assistant turns", len(self.assistant)),
+            ("user turns", len(self.user)),
+            ("dropped turns", len(self.dropped_turns)),
+            (
+                f"first/last turn mean (L{self.layers[0]})" if first else "turn means",
+                ([first[0], first[-1]] if first else None),
+            ),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("DriftTrajectory", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("DriftTrajectory", self._facts(), self.to_pandas())
 
     def means(self, layer: int) -> list[float]:
         """Per-assistant-turn means at ``layer`` as floats."""

@@ -289,7 +289,9 @@ def _load_paper(path: Path, root: Path) -> Personas:
     )
 
 
-def load_personas(path: str | os.PathLike[str] | None = None, *, layout: Layout = "auto") -> Personas:
+def load_personas(
+    path: str | os.PathLike[str] | None = None, *, layout: Layout = "auto"
+) -> Personas:
     """Load a persona catalogue; ``None`` loads the one shipped with axislens.
 
     ``layout="paper"`` is the *paper preset*: the folder must hold the public assistant-axis

@@ -24,11 +24,15 @@ from axislens.plots.steering import (
     sweep_heatmap,
     token_view,
 )
+from axislens.plots.thresholds import (
+    cap_distributions,
+)
 
 __all__ = [
     "ablation_bars",
     "attribution_bars",
     "axis_layer_lines",
+    "cap_distributions",
     "cross_model_scatter",
     "drift_trajectory",
     "head_heatmap",

@@ -19,6 +19,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from axislens.plots.captions import with_caption
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
@@ -95,7 +97,12 @@ def drift_trajectory(
         yaxis_title=f"mean projection, layer {layer}",
         template="plotly_white",
     )
-    return fig
+    return with_caption(
+        fig,
+        "Each assistant turn's mean projection on the axis: a falling line is drift away from the "
+        "Assistant persona"
+        + ("; a capped run is held above the dashed threshold." if threshold is not None else "."),
+    )
 
 
 def token_projection(

@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from axislens.plots.captions import with_caption
+
 if TYPE_CHECKING:
     from axislens.analysis.space import CrossModelLoadings, LayerProfile, PersonaPCA
     from axislens.analysis.traits import TraitCosines
@@ -70,7 +72,11 @@ def variance_bars(pca: PersonaPCA, *, max_components: int | None = 30) -> go.Fig
         yaxis_title="variance explained (%)",
         yaxis_range=[0, 102],
     )
-    return fig
+    return with_caption(
+        fig,
+        "Cumulative variance explained by each principal component of the role vectors: a tall "
+        "first bar means one direction (PC1) dominates persona space.",
+    )
 
 
 def persona_space_scatter(
@@ -127,7 +133,16 @@ def persona_space_scatter(
         else:
             fig.add_trace(go.Scatter3d(x=[d[0]], y=[d[1]], z=[d[2]], **kw))
     fig.update_layout(title=f"Persona space, layer {pca.layer} ({len(pca.names)} roles)")
-    return fig
+    # The legend (roles, default) under the plot, so it never sits on the colourbar's title.
+    fig.update_layout(
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.15, "yanchor": "top"},
+        margin={"b": 110},
+    )
+    return with_caption(
+        fig,
+        "Each dot is a role, coloured by its projection on the Assistant Axis (blue = "
+        "Assistant-like): assistant-like roles sit near the default (star) end of PC1.",
+    )
 
 
 def axis_layer_lines(profile: LayerProfile) -> go.Figure:
@@ -146,7 +161,11 @@ def axis_layer_lines(profile: LayerProfile) -> go.Figure:
     fig.update_layout(title="Assistant Axis by layer", xaxis_title="layer")
     fig.update_yaxes(title_text="cos(axis, PC1)", range=[-1.05, 1.05], secondary_y=False)
     fig.update_yaxes(title_text="axis norm", secondary_y=True)
-    return fig
+    return with_caption(
+        fig,
+        "Where |cos(axis, PC1)| is near 1 the Assistant Axis is the main direction of persona "
+        "variation at that layer; the norm shows where the axis is strongest.",
+    )
 
 
 def role_projection_strip(proj: RoleProjections, *, label_extremes: int = 8) -> go.Figure:
@@ -178,7 +197,11 @@ def role_projection_strip(proj: RoleProjections, *, label_extremes: int = 8) -> 
         yaxis={"visible": False, "range": [-1, 1]},
         height=320,
     )
-    return fig
+    return with_caption(
+        fig,
+        "Roles ordered by their projection on the axis: assistant-like roles (and the default) at "
+        "the high end, fantastical or adversarial characters at the low end.",
+    )
 
 
 def trait_cosine_bars(tc: TraitCosines, *, top: int | None = 20) -> go.Figure:
@@ -205,7 +228,11 @@ def trait_cosine_bars(tc: TraitCosines, *, top: int | None = 20) -> go.Figure:
         xaxis_range=[-1, 1],
         height=max(300, 18 * len(order) + 120),
     )
-    return fig
+    return with_caption(
+        fig,
+        "Traits with a positive cosine point toward the Assistant end of the axis, negative ones "
+        "away from it.",
+    )
 
 
 def cross_model_scatter(cmp: CrossModelLoadings) -> go.Figure:
@@ -231,4 +258,8 @@ def cross_model_scatter(cmp: CrossModelLoadings) -> go.Figure:
         xaxis_title=f"{pc} loading, {cmp.model_a} (layer {cmp.layer_a})",
         yaxis_title=f"{pc} loading, {cmp.model_b} (layer {cmp.layer_b})",
     )
-    return fig
+    return with_caption(
+        fig,
+        "Each dot is a role; points near the diagonal mean the two models order their personas "
+        "the same way along this component.",
+    )

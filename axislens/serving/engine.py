@@ -75,6 +75,7 @@ import torch
 from pydantic import ValidationError
 
 from axislens.directions import Direction
+from axislens.extras import require
 from axislens.model.decoding import stop_token_ids
 from axislens.model.protocol import Model
 from axislens.serving.api import (
@@ -394,6 +395,7 @@ def create_app(
     Example:
         >>> app = create_app(axislens.tiny_model(), name="tiny", api_key="s3cret")  # doctest: +SKIP
     """
+    require("fastapi", "serve", "the OpenAI-compatible server (axislens serve)")
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException
@@ -582,7 +584,7 @@ def serve(
     defaults to the loopback names plus ``host`` itself, or any host when ``host`` is a wildcard
     address (``0.0.0.0``, ``::``), which the API key then guards.
     """
-    import uvicorn
+    uvicorn = require("uvicorn", "serve", "the OpenAI-compatible server (axislens serve)")
 
     if not is_loopback(host) and not api_key:
         raise ValueError(
@@ -605,7 +607,7 @@ def background_server(
     ``port=0`` picks a free port. The server is shut down when the block exits. For tests and
     benchmarks.
     """
-    import uvicorn
+    uvicorn = require("uvicorn", "serve", "the OpenAI-compatible server (axislens serve)")
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

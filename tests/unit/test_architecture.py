@@ -20,18 +20,26 @@ MODEL_FREE = (
     "axislens.directions",
     "axislens.kernels",
     "axislens.interop",
+    "axislens.display",
+    "axislens.extras",
     "axislens.analysis",
     "axislens.plots",
     "axislens.personas",
+    "axislens.presets",
+    "axislens.public",
 )
 # Each stage may import only the stages listed (plus itself and the values).
 # axislens.interop: the values' exporters (Direction.to_gguf, CapConfig.to_torch, ...).
 VALUES = {
+    "axislens.display",
+    "axislens.extras",
     "axislens._types",
     "axislens.store",
     "axislens.directions",
     "axislens.kernels",
     "axislens.interop",
+    "axislens.presets",
+    "axislens.public",
 }
 
 

@@ -27,7 +27,11 @@ def test_public_windows_and_targets():
 
 
 def test_embedded_models_are_tabled_and_unknowns_fall_back():
-    for name, n in (("smollm2-135m-instruct", 30), ("qwen2.5-coder-0.5b-instruct", 24), ("gemma-3-270m", 18)):
+    for name, n in (
+        ("smollm2-135m-instruct", 30),
+        ("qwen2.5-coder-0.5b-instruct", 24),
+        ("gemma-3-270m", 18),
+    ):
         m = known_model(name)
         assert m is not None and m.n_layers == n and m.target_layer == n // 2
         assert cap_window(name, n)[0] == depth_cap_layers(n)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from axislens.analysis.traits import TraitFilter, trait_vectors
-from tests.unit.analysis.test_analysis import D, LAYERS, Planted, unit
+from tests.unit.analysis.test_analysis import LAYERS, D, Planted, unit
 
 
 def test_trait_filter_keeps_pos_above_and_neg_below(tmp_path):

@@ -89,7 +89,9 @@ def test_parser_reads_every_flag() -> None:
     )
     assert args.layers == (0, 2, -1) and args.hooks == "resid_post,mlp_out" and args.quiet
     defaults = build_parser().parse_args(["collect", "--model", "m", "--out", "o"])
-    assert (defaults.prompts, defaults.questions, defaults.max_new_tokens) == (5, 240, 512)
+    # sizes left unset are resolved per model (CPU-sized for an embedded model on a CPU)
+    assert (defaults.prompts, defaults.questions, defaults.max_new_tokens) == (5, 240, None)
+    assert defaults.batch_size is None and not defaults.yes
     assert (defaults.mode, defaults.judge, defaults.temperature, defaults.top_p) == (
         "response",
         "none",

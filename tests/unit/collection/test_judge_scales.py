@@ -11,12 +11,15 @@ from axislens.collection.judges import (
     JudgeRequest,
     JudgeResult,
     KeepAll,
+    ModelJudge,
+    OpenAIJudge,
     PaperPreset,
     Strict,
     _result,
     parse_reply,
     scale_for,
 )
+from tests.unit.collection.test_judges import fake_openai  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize(
@@ -81,6 +84,37 @@ def test_results_per_preset():
     assert paper_bad.error is not None and "left for a retry" in paper_bad.error  # retried
     assert PaperPreset().temperature == 1.0 and PaperPreset().max_tokens == 10
     keep = KeepAll().score(
-        [JudgeRequest("a", "p"), JudgeRequest("b", "p", "trait_pos"), JudgeRequest("c", "p", "trait_neg")]
+        [
+            JudgeRequest("a", "p"),
+            JudgeRequest("b", "p", "trait_pos"),
+            JudgeRequest("c", "p", "trait_neg"),
+        ]
     )
     assert [r.score for r in keep] == [3, 100, 0]
+
+
+def test_openai_judge_paper_preset_settings_and_retry(fake_openai) -> None:  # noqa: F811
+    url, state = fake_openai
+    judge = OpenAIJudge("m", base_url=url, api_key="k", concurrency=2, preset=PaperPreset())
+    reqs = [
+        JudgeRequest("a", "judge this REPLY:I'd give it a 2, honestly|"),
+        JudgeRequest("b", "judge this REPLY:no idea|"),
+        JudgeRequest("c", "judge this REPLY:Rating 85 of 100|", "trait_pos"),
+    ]
+    results = judge.score(reqs)
+    assert [r.score for r in results] == [2, None, 85]
+    assert results[1].error is not None and results[0].error is None  # b is left for a retry
+    assert all(b["temperature"] == 1 and b["max_tokens"] == 10 for b in state.bodies)
+    strict = OpenAIJudge("m", base_url=url, api_key="k").score(reqs)
+    assert [r.score for r in strict] == [None, None, 85]  # "Rating 85" starts with the score
+    assert all(r.error is None for r in strict)
+
+
+def test_model_judge_paper_preset_samples_and_leaves_unparsed(tiny_llama) -> None:
+    judge = ModelJudge(tiny_llama, preset=PaperPreset(max_tokens=3), batch_size=2)
+    reqs = [JudgeRequest(f"id{i}", "Reply with a number.") for i in range(3)]
+    results = judge.score(reqs)
+    again = ModelJudge(tiny_llama, preset=PaperPreset(max_tokens=3), batch_size=1).score(reqs)
+    assert [r.raw for r in results] == [r.raw for r in again]  # seeded per item
+    for r in results:
+        assert (r.error is None) == (r.score is not None)

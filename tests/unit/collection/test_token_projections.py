@@ -37,7 +37,7 @@ def test_token_mean_equals_stored_span_mean_projection(tiny_llama, tmp_path):
     tok1 = token_projections(tiny_llama, store_dir, axis, layers=layers, batch_size=1)
     proj = project_store(store_dir, axis, layers=layers)
     assert tok.ids == proj.ids
-    for i, rid in enumerate(tok.ids):
+    for i in range(len(tok.ids)):
         v = tok.values[i]
         assert v.shape[0] > 1
         torch.testing.assert_close(v, tok1.values[i], rtol=0, atol=1e-4)  # padding invisible

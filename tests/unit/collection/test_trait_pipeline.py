@@ -20,7 +20,6 @@ from axislens.collection.judges import (
     judge_store,
 )
 from axislens.collection.traits import generate_trait_responses, trait_items
-from axislens.personas import Trait
 from axislens.store import ActivationStore
 
 RUBRIC = "Does the answer show the trait? {question} / {answer}. Reply 0-100 or REFUSAL."
@@ -94,7 +93,13 @@ def test_trait_pipeline_end_to_end(tiny_llama, personas, tmp_path):
 def test_paper_preset_leaves_unparsed_for_a_retry(tiny_llama, personas, tmp_path):
     store = ActivationStore.create(tmp_path / "p", {"model": {"model_id": "tiny"}})
     generate_trait_responses(
-        tiny_llama, personas, store, traits=1, n_pairs=1, n_questions=2, max_new_tokens=3,
+        tiny_llama,
+        personas,
+        store,
+        traits=1,
+        n_pairs=1,
+        n_questions=2,
+        max_new_tokens=3,
         progress=False,
     )
     kinds = ("trait_pos", "trait_neg")

@@ -19,7 +19,7 @@ DEFAULT = [
     "",
     "You are {model_name}, an AI assistant.",
     "You are a helpful assistant.  ",
-    "Respond as {model_name} would \u2014 \"plainly\".",
+    'Respond as {model_name} would \u2014 "plainly".',
     "You are an AI model.\nBe yourself.",
 ]
 ROLE_EVAL = "Judge **pirate**. A salty sea robber.\n<q>{question}</q>\n<a>{answer}</a>\nScore 0-3."
@@ -48,7 +48,9 @@ def paper_dir(tmp_path):
     (traits / "sarcastic.json").write_text(
         json.dumps(
             {
-                "instruction": [{"pos": f"Be sarcastic {i}.", "neg": f"Be sincere {i}."} for i in range(5)],
+                "instruction": [
+                    {"pos": f"Be sarcastic {i}.", "neg": f"Be sincere {i}."} for i in range(5)
+                ],
                 "questions": ["How was your day?"],
                 "eval_prompt": TRAIT_EVAL,
             }
@@ -56,7 +58,10 @@ def paper_dir(tmp_path):
         encoding="utf-8",
     )
     (tmp_path / "data" / "extraction_questions.jsonl").write_text(
-        "".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(["Who are you?", "What is 2+2?"])),
+        "".join(
+            json.dumps({"id": i, "question": q}) + "\n"
+            for i, q in enumerate(["Who are you?", "What is 2+2?"])
+        ),
         encoding="utf-8",
     )
     return tmp_path

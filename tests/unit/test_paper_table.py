@@ -1,0 +1,90 @@
+"""experiments/paper_table.py at a micro scale on a tiny model; its numbers recomputed from the
+store with numpy (float64)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from axislens.store import ActivationStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def paper_table():
+    spec = importlib.util.spec_from_file_location(
+        "paper_table", ROOT / "experiments" / "paper_table.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["paper_table"] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_llama, tmp_path):
+    scale = paper_table.Scale(
+        n_roles=5, n_prompts=2, n_questions=2, n_default_questions=3, max_new_tokens=4, batch_size=8
+    )
+    res = paper_table.run(tiny_llama, tmp_path, scale, progress=False)
+    written = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert written["caps"] == res["caps"] and written["judge"].startswith("keep_all")
+    store = ActivationStore.open(res["store"])
+    assert res["n_default_items"] == 5 * 3  # all default prompts x the default questions
+    roles = sorted({r.role for r in store.query(kind="role")})
+    assert res["n_roles"] == len(roles) == 5
+    acts = {
+        r.id: store.activations(ids=[r.id], dtype=torch.float64)[0].numpy() for r in store.query()
+    }
+    kinds = {r.id: (r.kind, r.role) for r in store.query()}
+    role_means = np.stack(
+        [np.mean([a for i, a in acts.items() if kinds[i] == ("role", name)], 0) for name in roles]
+    )
+    default = np.mean([a for i, a in acts.items() if kinds[i][0] == "default"], 0)
+    axis = default - role_means.mean(0)  # [layer, d]
+    lay = res["layers"]
+    for k, layer in enumerate(lay["layer"]):
+        x = role_means[:, layer] - role_means[:, layer].mean(0)
+        s = np.linalg.svd(x, compute_uv=False) ** 2
+        assert lay["pc1_variance"][k] == pytest.approx(s[0] / s.sum(), abs=1e-9)
+        need = int(np.searchsorted(np.cumsum(s) / s.sum(), 0.7 - 1e-12) + 1)
+        assert lay["dims_70"][k] == need
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        cos = abs(vt[0] @ axis[layer]) / np.linalg.norm(axis[layer])
+        assert abs(lay["cos_axis_pc1"][k]) == pytest.approx(cos, abs=1e-9)
+    window = res["cap_window"]["layers"]
+    pooled = [i for i in sorted(acts) if kinds[i][0] in ("role", "default")]
+    for row in res["caps"]:
+        if row["unit"] != "response":
+            continue
+        for j, layer in enumerate(window):
+            u = axis[layer] / np.linalg.norm(axis[layer])
+            proj = np.array([acts[i][layer] @ u for i in pooled])
+            ref = np.percentile(proj, 100 * row["percentile"])
+            assert row["thresholds"][j] == pytest.approx(ref, abs=1e-9)
+    tok = [r for r in res["caps"] if r["unit"] == "token"]
+    assert [r["percentile"] for r in tok] == [0.25, 0.5, 0.75]
+    for r in tok:  # by construction: the share of pooled tokens below the token percentile
+        assert all(abs(t - r["percentile"]) < 0.1 for t in r["tokens_touched"])
+    md = paper_table.results_md([res])
+    assert "split-half" in md and "PC1 variance" in md and "Not measured" in md
+    with pytest.raises(ValueError, match="roles in common"):
+        paper_table.compare(res, {**res, "pc1_loadings": {}})
+    assert paper_table.compare(res, res)["pc1_loading_r"] == pytest.approx(1.0)
+
+
+def test_cap_distributions_figure():
+    from axislens.plots import cap_distributions
+
+    fig = cap_distributions([1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0, 4.0], {"p25": 1.5}, layer=7)
+    assert list(fig.data[0].x) == [1.0, 2.0, 3.0] and len(fig.data[1].x) == 5
+    assert "layer 7" in fig.layout.title.text
+    with pytest.raises(ValueError, match="at least one"):
+        cap_distributions([], [1.0], {}, layer=0)
