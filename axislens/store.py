@@ -54,6 +54,7 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -62,7 +63,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -236,17 +237,30 @@ def _json_shard_bytes(rows: list[dict[str, Any]]) -> bytes:
     return (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()
 
 
+def _rows_sha256(rows: list[Any]) -> str:
+    """``sha256(_canonical(rows))``, hashed row by row (no copy of the whole shard as text):
+    with ``separators=(",", ":")`` a JSON list is ``[`` + rows joined by ``,`` + ``]``."""
+    h = hashlib.sha256(b"[")
+    for i, row in enumerate(rows):
+        if i:
+            h.update(b",")
+        h.update(_canonical(row))
+    h.update(b"]")
+    return h.hexdigest()
+
+
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
     """A JSON shard's rows, checksum verified (a plain list is a shard from before checksums)."""
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        with open(path, encoding="utf-8") as f:  # no extra bytes copy of a large shard
+            data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StoreError(f"{path}: corrupt JSON shard ({type(err).__name__}: {err})") from None
     if isinstance(data, dict) and "items" in data and "sha256" in data:
         rows = data["items"]
         if not isinstance(rows, list):
             raise StoreError(f"{path}: corrupt JSON shard ('items' is not a list)")
-        if hashlib.sha256(_canonical(rows)).hexdigest() != data["sha256"]:
+        if _rows_sha256(rows) != data["sha256"]:
             raise StoreError(f"{path}: corrupt JSON shard (sha256 checksum mismatch)")
         data = rows
     if not isinstance(data, list):
@@ -444,15 +458,16 @@ class ItemRecord:
     def from_json(cls, d: Mapping[str, Any], *, where: str) -> ItemRecord:
         try:
             return cls(
-                id=str(d["id"]),
-                kind=d["kind"],
-                role=str(d["role"]),
+                # interned: one string object per id/kind/role, shared with the activation index
+                id=sys.intern(str(d["id"])),
+                kind=cast(ItemKind, sys.intern(d["kind"])),
+                role=sys.intern(str(d["role"])),
                 prompt_index=int(d["prompt_index"]),
                 question_id=str(d["question_id"]),
                 messages=tuple({"role": m["role"], "content": m["content"]} for m in d["messages"]),
                 n_tokens=int(d.get("n_tokens", 0)),
                 skipped=d.get("skipped"),
-                extra=dict(d.get("extra", {})),
+                extra=d["extra"] if type(d.get("extra")) is dict else dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(
@@ -755,9 +770,11 @@ class ActivationStore:
         if self._records is None:
             out: dict[str, ItemRecord] = {}
             for shard in _shard_files(self.root / "items", "json"):
-                for i, d in enumerate(_read_json_list(shard)):
+                rows: list[Any] = _read_json_list(shard)
+                for i, d in enumerate(rows):
                     rec = ItemRecord.from_json(d, where=f"{shard} item {i}")
                     out[rec.id] = rec
+                    rows[i] = None  # each parsed row's memory is reused by the next records
             self._records = out
         return self._records
 
@@ -881,7 +898,7 @@ class ActivationStore:
                 hashlib.sha256(ids_json.encode()).hexdigest() != meta["ids_sha256"]
             ):
                 raise StoreError("sha256 checksum of the item ids does not match")
-            ids = tuple(json.loads(ids_json))
+            ids = tuple(map(sys.intern, json.loads(ids_json)))
             if set(f.keys()) != set(self.hooks):
                 raise StoreError(f"holds hooks {sorted(f.keys())}, expected {list(self.hooks)}")
             want = [len(ids), len(self.layers), self.d_model]

@@ -6,29 +6,12 @@ import pytest
 import torch
 
 import axislens
-from axislens.directions import Direction
 from axislens.model.decoding import SamplingConfig
 from axislens.monitoring.projection import (
     project_conversation,
 )
 from axislens.monitoring.session import chat_session
-
-CONV = [
-    {"role": "system", "content": "You are a lighthouse keeper."},
-    {"role": "user", "content": "Who are you?"},
-    {"role": "assistant", "content": "I keep the light burning on the rocks."},
-    {"role": "user", "content": "Are you lonely out there?"},
-    {"role": "assistant", "content": "Sometimes the gulls are my only company."},
-    {"role": "user", "content": "What do you do at night?"},
-    {"role": "assistant", "content": "I watch the sea and trim the wick."},
-]
-
-
-def _axis(model, seed=0) -> Direction:
-    g = torch.Generator().manual_seed(seed)
-    return Direction(
-        torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g), method="planted"
-    )
+from tests.unit.monitoring.test_monitoring import CONV, _axis
 
 
 @pytest.mark.slow

@@ -111,7 +111,7 @@ def test_manifest_provenance_and_refusal_to_mix(tiny_llama, tiny_qwen, tmp_path)
     assert man["hooks"] == ["resid_post"] and man["layers"] == [1, 2] and man["span"] == "response"
     assert man["model"]["chat_template_sha256"] and man["model"]["processing"] is False
     assert man["axislens_version"] == axislens.__version__ and man["personas"]["sha256"] == "abc"
-    with pytest.raises(StoreError, match="field 'model.model_id' differs"):
+    with pytest.raises(StoreError, match=r"field 'model\.model_id' differs"):
         collect(tiny_qwen, _convs(2), tmp_path / "s", layers=[1, 2], progress=False)
     with pytest.raises(StoreError, match="field 'hooks' differs"):
         collect(

@@ -483,14 +483,3 @@ def test_parsers():
 
 
 # --------------------------------------------------------------------------- embedded model
-
-ROLE_PROMPTS = (
-    "You are a ghost haunting an old castle.",
-    "You are a pirate captain sailing the seven seas.",
-    "You are a medieval bard who sings tales of heroes.",
-)
-ASSISTANT_PROMPTS = (
-    None,
-    "You are a helpful AI assistant.",
-    "You are an AI assistant created to help users.",
-)
