@@ -82,7 +82,7 @@ unit: dev chromium
 test: lint typecheck vllm unit
 
 notebooks: dev
-	$(BIN)/python -m pytest -q tests/test_notebooks.py
+	$(BIN)/python -m pytest -q tests/integration/test_notebooks.py
 
 docs: dev
 	$(BIN)/python docs/build_api.py
