@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
+from axislens.model.protocol import Model
+
 if TYPE_CHECKING:
     from axislens.analysis.space import Scale
     from axislens.collection.activations import CollectSummary
@@ -126,7 +128,7 @@ def _pick_roles(personas: Any, roles: int | Sequence[str] | None) -> list[str] |
 class _CountingBackend:
     """The bridge backend, counting generated tokens (stop tokens excluded)."""
 
-    model: Any
+    model: Model
     batch_size: int
     tokens: int = 0
 
@@ -146,7 +148,7 @@ class _CountingBackend:
         return [self.model.tokenizer.decode(t, skip_special_tokens=True).strip() for t in toks]
 
 
-def _make_judge(choice: JudgeChoice | Judge, model: Any, batch_size: int) -> Judge | None:
+def _make_judge(choice: JudgeChoice | Judge, model: Model, batch_size: int) -> Judge | None:
     from axislens.collection.judges import ModelJudge, OpenAIJudge
 
     if not isinstance(choice, str):
@@ -163,7 +165,7 @@ def _make_judge(choice: JudgeChoice | Judge, model: Any, batch_size: int) -> Jud
 
 
 def run_collect(
-    model: Any,
+    model: Model,
     out: str | os.PathLike[str],
     *,
     personas: Any = None,
@@ -727,7 +729,7 @@ def _layers(n_layers: int, model_id: str = "") -> tuple[int, list[int], int, str
     return mid, list(caps), caps[-1], f"target layer: {mid_src}; cap layers: {cap_src}"
 
 
-def _judge(cfg: DemoConfig, model: Any) -> Any:
+def _judge(cfg: DemoConfig, model: Model) -> Any:
     from axislens.collection.judges import KeepAll, ModelJudge, OpenAIJudge
 
     if cfg.judge == "keep_all":
@@ -738,7 +740,7 @@ def _judge(cfg: DemoConfig, model: Any) -> Any:
 
 
 def run_demo(
-    cfg: DemoConfig | None = None, *, model: Any = None, progress: bool = True
+    cfg: DemoConfig | None = None, *, model: Model | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Run the main job; returns (and writes to ``<out>/summary.json``) the summary.
 
@@ -764,12 +766,15 @@ def run_demo(
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     with timer.stage("load model"):
-        if model is None:
-            model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype))
-        n_layers = int(model.cfg.n_layers)
-        mid, cap_layers, measure, layer_note = _layers(n_layers, model_provenance(model).model_id)
+        bridge: Model = (
+            model
+            if model is not None
+            else load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype))
+        )
+        n_layers = int(bridge.cfg.n_layers)
+        mid, cap_layers, measure, layer_note = _layers(n_layers, model_provenance(bridge).model_id)
         print(
-            f"{model_provenance(model).model_id}: {n_layers} layers, d_model {model.cfg.d_model}; middle layer {mid}, cap layers {cap_layers}"
+            f"{model_provenance(bridge).model_id}: {n_layers} layers, d_model {bridge.cfg.d_model}; middle layer {mid}, cap layers {cap_layers}"
         )
         print(f"  ({layer_note})")
     personas = load_personas(cfg.personas)
@@ -781,7 +786,7 @@ def run_demo(
         from axislens.collection.engines import OpenAIBackend
 
         if not cfg.engine_model:
-            raise ValueError("DemoConfig.engine_url needs engine_model (the served model name)")
+            raise ValueError("DemoConfig.engine_url needs engine_model (the served bridge name)")
         backend = OpenAIBackend(
             cfg.engine_url, cfg.engine_model, concurrency=cfg.engine_concurrency
         )
@@ -794,7 +799,7 @@ def run_demo(
         **({"engine": backend.name} if backend is not None else {}),
     )
     manifest = collection_manifest(
-        model, ["resid_post"], list(range(n_layers)), span_policy("response"), prov
+        bridge, ["resid_post"], list(range(n_layers)), span_policy("response"), prov
     )
     store = ActivationStore.create(out / "store", manifest)
 
@@ -802,7 +807,7 @@ def run_demo(
         f"generate ({len(roles) if roles else len(personas.roles)} roles x {cfg.n_prompts} prompts x {cfg.n_questions} questions + default)"
     ):
         records = generate_responses(
-            model,
+            bridge,
             personas,
             store,
             roles=roles,
@@ -816,11 +821,11 @@ def run_demo(
         )
     with timer.stage("collect"):
         summary_collect = collect(
-            model, records, store, batch_size=cfg.batch_size, provenance=prov, progress=progress
+            bridge, records, store, batch_size=cfg.batch_size, provenance=prov, progress=progress
         )
         print(summary_collect)
     with timer.stage(f"judge ({cfg.judge})"):
-        judged = judge_store(store, personas, _judge(cfg, model), progress=progress)
+        judged = judge_store(store, personas, _judge(cfg, bridge), progress=progress)
         print(judged)
     with timer.stage("axis, persona space, thresholds"):
         axis_summary = run_axis(
@@ -841,29 +846,29 @@ def run_demo(
 
     with timer.stage("steering one prompt away from / toward the Assistant"):
         prompt = [{"role": "user", "content": "Who are you? Introduce yourself in two sentences."}]
-        conv = format_conversation(model, prompt, add_generation_prompt=True)
+        conv = format_conversation(bridge, prompt, add_generation_prompt=True)
         greedy = SamplingConfig(max_new_tokens=cfg.replay_tokens, temperature=0.0)
         norms = residual_norms(
-            model, [format_conversation(model, list(r.messages)) for r in records[:16]]
+            bridge, [format_conversation(bridge, list(r.messages)) for r in records[:16]]
         )
         steer_layers = [mid]
-        replies: dict[str, str] = {"unsteered": generate_text(model, [conv], greedy)[0]}
+        replies: dict[str, str] = {"unsteered": generate_text(bridge, [conv], greedy)[0]}
         for label, sign in (("away (-)", -1.0), ("toward (+)", 1.0)):
-            with steer(model, axis, sign * cfg.steer_coeff, steer_layers, norm_units=norms):
-                replies[label] = generate_text(model, [conv], greedy)[0]
+            with steer(bridge, axis, sign * cfg.steer_coeff, steer_layers, norm_units=norms):
+                replies[label] = generate_text(bridge, [conv], greedy)[0]
         # Measured on the unsteered reply, teacher-forced, so every setting sees the same tokens
-        # (a fixed reference sentence if the model produced nothing).
+        # (a fixed reference sentence if the bridge produced nothing).
         teacher = [
             *prompt,
             {"role": "assistant", "content": replies["unsteered"] or "I am an AI assistant."},
         ]
         steer_proj: dict[str, float] = {}
-        base = project_conversation(model, axis, teacher, layers=[measure])
+        base = project_conversation(bridge, axis, teacher, layers=[measure])
         steer_proj["unsteered"] = base.means(measure)[0]
         for label, sign in (("away (-)", -1.0), ("toward (+)", 1.0)):
-            with steer(model, axis, sign * cfg.steer_coeff, steer_layers, norm_units=norms):
+            with steer(bridge, axis, sign * cfg.steer_coeff, steer_layers, norm_units=norms):
                 steer_proj[label] = project_conversation(
-                    model, axis, teacher, layers=[measure]
+                    bridge, axis, teacher, layers=[measure]
                 ).means(measure)[0]
         for label, text in replies.items():
             print(
@@ -875,7 +880,7 @@ def run_demo(
         sessions = {}
         for label, cap_arg in (("unsteered", None), ("capped", cap_cfg)):
             session = chat_session(
-                model, axis=axis, cap=cap_arg, monitor_layers=[measure], sampling=greedy
+                bridge, axis=axis, cap=cap_arg, monitor_layers=[measure], sampling=greedy
             )
             for turn in script["user_turns"]:
                 report = session.send(turn)
@@ -904,7 +909,7 @@ def run_demo(
         drop = steer_proj["unsteered"] - steer_proj["away (-)"]
         summary: dict[str, Any] = {
             "config": asdict(cfg),
-            "model": model_provenance(model).to_dict(),
+            "bridge": model_provenance(bridge).to_dict(),
             "personas": {"source": personas.source, "sha256": personas.content_hash()},
             "layers_source": layer_note,
             "store": str(out / "store"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from axislens.cli.app import (
     add_model_args,
@@ -34,6 +34,9 @@ from axislens.cli.app import (
     number,
     sampling_from_args,
 )
+
+if TYPE_CHECKING:
+    from axislens.model.protocol import Model
 
 __all__ = ["side_by_side"]
 
@@ -116,7 +119,7 @@ def _add_cap_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default=None, help="experiment id or index inside a .pt config")
 
 
-def _conversation(args: argparse.Namespace, model: Any) -> Any:
+def _conversation(args: argparse.Namespace, model: Model) -> Any:
     from axislens.model.chat import format_conversation
 
     messages = [{"role": "system", "content": args.system}] if args.system is not None else []
@@ -124,7 +127,7 @@ def _conversation(args: argparse.Namespace, model: Any) -> Any:
     return format_conversation(model, messages, add_generation_prompt=True)
 
 
-def _compare(args: argparse.Namespace, model: Any, intervention: Any, title: str) -> int:
+def _compare(args: argparse.Namespace, model: Model, intervention: Any, title: str) -> int:
     from axislens.interventions.attach import intervene
     from axislens.model.decoding import generate_text
 

@@ -35,6 +35,7 @@ from axislens.collection.launch import Launch, current_launch
 from axislens.model.chat import FormattedConversation, format_conversation
 from axislens.model.hooks import hook_name, resolve_layers
 from axislens.model.loading import model_provenance
+from axislens.model.protocol import Model
 from axislens.store import ActivationStore, ItemRecord, SharedWriter, StoreError, Writer
 
 __all__ = [
@@ -142,7 +143,7 @@ class _Prepared:
     weights: torch.Tensor | None
 
 
-def _fit(model: Any, record: ItemRecord, policy: SpanPolicy, max_tokens: int) -> _Prepared:
+def _fit(model: Model, record: ItemRecord, policy: SpanPolicy, max_tokens: int) -> _Prepared:
     """Format one item; drop leading exchanges (keeping the system prompt) when it is longer than
     the context, with a warning; skip it with a reason when even the last exchange is too long
     or the span is empty."""
@@ -193,7 +194,7 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def span_means(
-    model: Any,
+    model: Model,
     ids: Sequence[torch.Tensor],
     weights: Sequence[torch.Tensor],
     *,
@@ -283,7 +284,7 @@ def _chunks(items: Sequence[_Prepared], batch_size: int) -> Iterator[list[_Prepa
 
 
 def collection_manifest(
-    model: Any,
+    model: Model,
     hooks: Sequence[str],
     layers: Sequence[int],
     policy: SpanPolicy,
@@ -307,7 +308,7 @@ def collection_manifest(
 
 
 def collect(
-    model: Any,
+    model: Model,
     conversations: Sequence[ItemRecord | Sequence[Mapping[str, str]]],
     store: ActivationStore | str | Path,
     *,
@@ -449,7 +450,7 @@ def collect(
     )
 
 
-def check_store_model(store: ActivationStore, model: Any) -> None:
+def check_store_model(store: ActivationStore, model: Model) -> None:
     """Raise if ``store`` was collected from a different model than ``model``."""
     prov = model_provenance(model).to_dict()
     if store.manifest.get("model", {}).get("model_id") != prov["model_id"]:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from axislens.extras import require
+from axislens.model.protocol import Model
 
 __all__ = [
     "REFUSED",
@@ -287,7 +288,7 @@ class ModelJudge:
         >>> judge = ModelJudge(axislens.load_model("Qwen/Qwen3-32B", device="cuda"))  # doctest: +SKIP
     """
 
-    model: Any
+    model: Model
     max_new_tokens: int = 4
     batch_size: int = 8
     preset: Preset = field(default_factory=Strict)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from axislens.collection.engines import StreamingBackend
 from axislens.model.chat import FormattedConversation
 from axislens.model.decoding import SamplingConfig, generate_text
+from axislens.model.protocol import Model
 
 __all__ = [
     "Backend",
@@ -48,7 +49,7 @@ class Backend(Protocol):
 class BridgeBackend:
     """Generate with the TransformerLens bridge (hooks and interventions apply)."""
 
-    model: Any
+    model: Model
     batch_size: int = 8
 
     def generate(
@@ -106,7 +107,7 @@ def persona_items(
 
 
 def generate_responses(
-    model: Any,
+    model: Model,
     personas: Any,
     store: Any,
     *,
@@ -213,7 +214,7 @@ def generate_responses(
 
 
 def _generate_streaming(
-    model: Any,
+    model: Model,
     engine: StreamingBackend,
     store: Any,
     todo: Sequence[Any],

@@ -25,6 +25,7 @@ from axislens.analysis.vectors import StoreSource, _check_direction, _open
 from axislens.collection.activations import _fit, check_store_model, span_policy
 from axislens.directions import Direction
 from axislens.model.hooks import hook_name
+from axislens.model.protocol import Model
 
 __all__ = ["token_projections"]
 
@@ -35,7 +36,7 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def token_projections(
-    model: Any,
+    model: Model,
     source: StoreSource,
     direction: Direction,
     *,

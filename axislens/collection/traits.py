@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from axislens.model.protocol import Model
 from axislens.store import ItemRecord
 
 __all__ = ["generate_trait_responses", "trait_items"]
@@ -73,7 +74,7 @@ def trait_items(
 
 
 def generate_trait_responses(
-    model: Any,
+    model: Model,
     personas: Any,
     store: Any,
     *,

@@ -41,6 +41,7 @@ import torch
 from axislens._types import Bool, Float, Tensor
 from axislens.directions import Direction
 from axislens.display import compact_repr, html_summary
+from axislens.model.protocol import Model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -167,7 +168,7 @@ class LogitLens:
 # --------------------------------------------------------------------------- decomposition
 
 
-def _ids(model: Any, prompt: Any) -> Tensor:
+def _ids(model: Model, prompt: Any) -> Tensor:
     from axislens.evals.sweeps import as_prompt_ids
 
     return as_prompt_ids(model, prompt)
@@ -183,7 +184,7 @@ def _post_norm(block: Any, name: str) -> tuple[Tensor, bool] | None:
     return gain, bool(getattr(norm, "uses_rms_norm", True))
 
 
-def _check_layer(model: Any, layer: int, hook: str) -> int:
+def _check_layer(model: Model, layer: int, hook: str) -> int:
     n_layers = int(model.cfg.n_layers)
     if hook not in ("resid_pre", "resid_mid", "resid_post"):
         raise ValueError(
@@ -196,7 +197,7 @@ def _check_layer(model: Any, layer: int, hook: str) -> int:
 
 
 def _parts(
-    model: Any, cache: Any, layer: int, hook: str, heads: bool
+    model: Model, cache: Any, layer: int, hook: str, heads: bool
 ) -> Iterator[tuple[str, int, int, Tensor]]:
     """Yield ``(label, layer, head, [pos, d_model])`` components of one sequence."""
     yield "embed", -1, -1, cache["blocks.0.hook_resid_pre"][0]
@@ -231,7 +232,7 @@ def _parts(
 
 
 @torch.no_grad()
-def _run(model: Any, prompt: Any, layer: int, hook: str, heads: bool) -> tuple[Any, Tensor]:
+def _run(model: Model, prompt: Any, layer: int, hook: str, heads: bool) -> tuple[Any, Tensor]:
     ids = _ids(model, prompt)
     names = ["blocks.0.hook_resid_pre", f"blocks.{layer}.hook_{hook}"]
     for la in range(layer + 1):
@@ -245,7 +246,7 @@ def _run(model: Any, prompt: Any, layer: int, hook: str, heads: bool) -> tuple[A
 
 
 def decompose(
-    model: Any, prompt: Any, *, layer: int, hook: ResidHook = "resid_post", heads: bool = True
+    model: Model, prompt: Any, *, layer: int, hook: ResidHook = "resid_post", heads: bool = True
 ) -> Decomposition:
     """Split the residual of one sequence at ``layer``/``hook`` into component contributions.
 
@@ -285,7 +286,7 @@ def _span_mask(prompt: Any, n: int, span: Any) -> Tensor:
 
 
 def attribute(
-    model: Any,
+    model: Model,
     direction: Direction,
     prompt: Any,
     *,
@@ -338,7 +339,7 @@ def attribute(
 
 
 @torch.no_grad()
-def logit_lens(model: Any, direction: Direction, layer: int, *, k: int = 20) -> LogitLens:
+def logit_lens(model: Model, direction: Direction, layer: int, *, k: int = 20) -> LogitLens:
     """Vocabulary tokens the unit axis at ``layer`` promotes and suppresses through the final
     norm's gain and the unembedding (see the module docstring for the exact choice)."""
     direction.check_compatible(d_model=int(model.cfg.d_model))

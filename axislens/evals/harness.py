@@ -61,6 +61,7 @@ from axislens.evals.metrics import (
 from axislens.evals.sets import EvalSet, eval_set_summary
 from axislens.model.chat import FormattedConversation, format_conversation
 from axislens.model.decoding import SamplingConfig, generate_tokens
+from axislens.model.protocol import Model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -224,7 +225,7 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _projections(
-    model: Any,
+    model: Model,
     axis: Direction,
     layer: int,
     prompts: Sequence[Sequence[Mapping[str, str]]],
@@ -274,7 +275,7 @@ def _default_layer(axis: Direction) -> int:
 
 
 def evaluate(
-    model: Any,
+    model: Model,
     eval_set: EvalSet,
     interventions: Sequence[Any] = (),
     *,

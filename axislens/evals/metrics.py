@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import torch
 
+from axislens.model.protocol import Model
+
 __all__ = [
     "ATTACK_RUBRIC",
     "IDENTITY_RUBRIC",
@@ -207,7 +209,7 @@ Reply with the digit only."""
 
 
 @torch.no_grad()
-def perplexity(model: Any, text: str, *, window: int = 512) -> float:
+def perplexity(model: Model, text: str, *, window: int = 512) -> float:
     """``exp(mean NLL)`` of ``text`` under ``model`` (with whatever hooks are attached).
 
     The text is tokenized as the tokenizer does by default (its BOS included if it adds one),
@@ -245,7 +247,7 @@ def _needs_prompt_len(interventions: Sequence[Any]) -> bool:
 
 @contextlib.contextmanager
 def _applied(
-    model: Any, interventions: Sequence[Any], prompt_len: int | None = None
+    model: Model, interventions: Sequence[Any], prompt_len: int | None = None
 ) -> Iterator[None]:
     if not interventions:
         yield
@@ -256,7 +258,9 @@ def _applied(
         yield
 
 
-def _logp_at(model: Any, seqs: Sequence[torch.Tensor], starts: Sequence[int]) -> list[torch.Tensor]:
+def _logp_at(
+    model: Model, seqs: Sequence[torch.Tensor], starts: Sequence[int]
+) -> list[torch.Tensor]:
     """Right-padded batched forward; log-probs (float64) at positions ``start..len-1`` of each."""
     width = max(len(s) for s in seqs)
     pad = int(model.tokenizer.pad_token_id)
@@ -274,7 +278,7 @@ def _logp_at(model: Any, seqs: Sequence[torch.Tensor], starts: Sequence[int]) ->
 
 @torch.no_grad()
 def next_token_kl(
-    model: Any,
+    model: Model,
     sequences: Sequence[torch.Tensor],
     starts: Sequence[int],
     interventions: Sequence[Any] = (),

@@ -50,6 +50,7 @@ from axislens.interventions.attach import Intervention, intervene
 from axislens.interventions.operations import Ablate, Add, All, Op, Positions
 from axislens.model.decoding import PrefixCache, SamplingConfig, generate_tokens
 from axislens.model.hooks import LayerSpec, resolve_layers
+from axislens.model.protocol import Model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,7 +188,7 @@ class SweepResult:
 # --------------------------------------------------------------------------- inputs
 
 
-def as_prompt_ids(model: Any, prompt: Prompt) -> Tensor:
+def as_prompt_ids(model: Model, prompt: Prompt) -> Tensor:
     """A prompt as 1-d token ids: a conversation's ids, a token tensor, or a user message
     formatted with the chat template and the generation prompt."""
     if isinstance(prompt, str):
@@ -215,7 +216,7 @@ class _Batch:
 
 
 def _batch(
-    model: Any, prompts: Sequence[Tensor], conts: Sequence[Tensor], same_len: bool
+    model: Model, prompts: Sequence[Tensor], conts: Sequence[Tensor], same_len: bool
 ) -> _Batch:
     rows: list[Tensor] = []
     first, last, cinfo = [], [], []
@@ -257,7 +258,7 @@ def _shared_prefix(rows: Sequence[Tensor], limit: int, minimum: int = 8) -> int:
 
 @torch.no_grad()
 def _measure(
-    model: Any, batch: _Batch, readouts: Sequence[int], units: Tensor, ivs: Sequence[Intervention]
+    model: Model, batch: _Batch, readouts: Sequence[int], units: Tensor, ivs: Sequence[Intervention]
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(proj [prompts, readouts], next-token logprobs [prompts, vocab], cont logp [conts])``."""
     device = model.cfg.device
@@ -307,7 +308,7 @@ def _sha(prompts: Sequence[Tensor]) -> str:
 
 
 def layer_sweep(
-    model: Any,
+    model: Model,
     direction: Direction,
     prompts: Sequence[Prompt],
     *,
@@ -440,13 +441,13 @@ def layer_sweep(
     )
 
 
-def _generate(model: Any, ids: Sequence[Tensor], sampling: SamplingConfig) -> list[str]:
+def _generate(model: Model, ids: Sequence[Tensor], sampling: SamplingConfig) -> list[str]:
     toks = generate_tokens(model, list(ids), sampling)
     return [model.tokenizer.decode(t, skip_special_tokens=True).strip() for t in toks]
 
 
 def ablation_sweep(
-    model: Any,
+    model: Model,
     direction: Direction,
     prompts: Sequence[Prompt],
     *,
@@ -495,7 +496,7 @@ def ablation_sweep(
 
 @torch.no_grad()
 def last_token_resid(
-    model: Any, prompts: Sequence[Prompt], *, hook: HookName = "resid_post"
+    model: Model, prompts: Sequence[Prompt], *, hook: HookName = "resid_post"
 ) -> Float[Tensor, "batch layer d_model"]:
     """The activation at each prompt's last token, every layer, from one right-padded forward
     (float32, on the CPU)."""
@@ -519,7 +520,7 @@ def last_token_resid(
 
 
 def prompt_contrast_axis(
-    model: Any,
+    model: Model,
     positive: Sequence[Prompt],
     negative: Sequence[Prompt],
     *,

@@ -40,7 +40,7 @@ import numbers
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import torch
 
@@ -63,6 +63,7 @@ from axislens.interventions.operations import (
     _Ctx,
 )
 from axislens.model.hooks import LayerSpec, hook_name, layer_device, resolve_layers
+from axislens.model.protocol import Model
 
 __all__ = [
     "Intervention",
@@ -257,7 +258,7 @@ class _Tracker:
             self.boundary = int(x.shape[1])
 
 
-def _model_sizes(model: Any) -> tuple[int, int]:
+def _model_sizes(model: Model) -> tuple[int, int]:
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(cfg, "n_layers") or not hasattr(cfg, "d_model"):
         raise ValueError(
@@ -313,7 +314,7 @@ def compile_kernels(
 
 
 def _compile(
-    model: Any, ivs: Sequence[Intervention], tracker: _Tracker
+    model: Model, ivs: Sequence[Intervention], tracker: _Tracker
 ) -> list[tuple[str, Callable[..., Any]]]:
     """Validate every intervention against the model and build its hook functions."""
     n_layers, d_model = _model_sizes(model)
@@ -417,17 +418,16 @@ def _mid_hook(
     return fn
 
 
-def _hf_module(model: Any) -> torch.nn.Module:
-    try:
-        hf = model.original_model
-    except AttributeError:
-        hf = None
-    return hf if isinstance(hf, torch.nn.Module) else model
+def _hf_module(model: Model) -> torch.nn.Module:
+    hf = getattr(
+        model, "original_model", None
+    )  # a bridge wraps the HF model; HookedTransformer is one
+    return hf if isinstance(hf, torch.nn.Module) else cast(torch.nn.Module, model)
 
 
 @contextlib.contextmanager
 def intervene(
-    model: Any, *interventions: Intervention, prompt_len: int | None = None
+    model: Model, *interventions: Intervention, prompt_len: int | None = None
 ) -> Iterator[Any]:
     """Attach ``interventions`` to ``model`` for the ``with`` block; yields the model.
 
@@ -460,7 +460,7 @@ def intervene(
 
 
 def intervention_hooks(
-    model: Any, *interventions: Intervention
+    model: Model, *interventions: Intervention
 ) -> list[tuple[str, Callable[..., Any]]]:
     """The validated ``(hook name, hook function)`` pairs :func:`intervene` attaches, for a
     caller that runs its own hooks and applies the ops itself (e.g. a conditional cap that a
@@ -482,7 +482,7 @@ def intervention_hooks(
 
 
 def steer(
-    model: Any,
+    model: Model,
     direction: Direction,
     coeff: float | Sequence[float],
     layers: LayerSpec,
@@ -505,7 +505,7 @@ def steer(
 
 
 def ablate(
-    model: Any,
+    model: Model,
     direction: Direction,
     layers: LayerSpec,
     coeff: float | Sequence[float] = 0.0,
@@ -528,7 +528,7 @@ def ablate(
 
 
 def cap(
-    model: Any,
+    model: Model,
     cap_config: CapConfig | CeilingCap,
     *,
     positions: Positions | None = None,
@@ -546,7 +546,7 @@ def cap(
 # --------------------------------------------------------------------------- norms
 
 
-def _as_ids(model: Any, item: Any) -> tuple[Tensor, Tensor]:
+def _as_ids(model: Model, item: Any) -> tuple[Tensor, Tensor]:
     """``(ids, weights)`` for a conversation (content tokens of every message, else all but the
     first token) or a 1-d token tensor (all but the first token)."""
     ids = item.input_ids if hasattr(item, "input_ids") else torch.as_tensor(item)
@@ -567,7 +567,7 @@ def _as_ids(model: Any, item: Any) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def residual_norms(
-    model: Any,
+    model: Model,
     conversations: Sequence[Any],
     layers: LayerSpec | None = None,
     *,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from axislens.extras import require
+from axislens.model.protocol import Model
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -349,7 +350,7 @@ class ModelProvenance:
 _PROVENANCE_ATTR = "_axislens_provenance"
 
 
-def model_provenance(model: Any) -> ModelProvenance:
+def model_provenance(model: Model) -> ModelProvenance:
     """The :class:`ModelProvenance` recorded by :func:`load_model` / :func:`tiny_model`."""
     prov = getattr(model, _PROVENANCE_ATTR, None)
     if prov is None:

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,14 +27,18 @@ class Model(Protocol):
     cfg: Any
     tokenizer: Any
     blocks: Any
+    ln_final: Any
+
+    @property
+    def W_U(self) -> Any: ...
 
     @property
     def hook_dict(self) -> dict[str, Any]: ...
 
     def hooks(
         self,
-        fwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = ...,
-        bwd_hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = ...,
+        fwd_hooks: list[Any] = ...,  # [(hook name or filter, hook fn), ...]
+        bwd_hooks: list[Any] = ...,
         reset_hooks_end: bool = ...,
         clear_contexts: bool = ...,
     ) -> AbstractContextManager[Any]: ...
@@ -42,5 +46,7 @@ class Model(Protocol):
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def run_with_cache(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def to_str_tokens(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def parameters(self, recurse: bool = ...) -> Iterator[Any]: ...

@@ -37,6 +37,7 @@ from axislens.directions import Direction
 from axislens.display import compact_repr, html_summary
 from axislens.model.chat import FormattedConversation, MessageSpan, format_conversation
 from axislens.model.hooks import hook_name, resolve_layers
+from axislens.model.protocol import Model
 from axislens.store import atomic_write_json
 
 if TYPE_CHECKING:
@@ -424,7 +425,7 @@ def _turn_numbers(messages: Sequence[Mapping[str, str]]) -> list[int]:
 
 
 def _fit(
-    model: Any,
+    model: Model,
     msgs: list[dict[str, str]],
     limit: int,
     *,
@@ -464,7 +465,7 @@ def _fit(
     return best[1], cuts[best[0]], full
 
 
-def _units(direction: Direction, layers: Sequence[int], model: Any) -> list[Tensor]:
+def _units(direction: Direction, layers: Sequence[int], model: Model) -> list[Tensor]:
     """Unit vectors, each on the device of its layer (models split over GPUs)."""
     from axislens.model.hooks import layer_device
 
@@ -477,7 +478,7 @@ def _decode_each(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 
 @torch.no_grad()
 def _token_projections(
-    model: Any, ids: Tensor, units: Sequence[Tensor], layers: Sequence[int], hook: str
+    model: Model, ids: Tensor, units: Sequence[Tensor], layers: Sequence[int], hook: str
 ) -> Tensor:
     """``[len(layers), pos]`` float32 projections from one forward that stops after the last
     needed layer."""
@@ -504,7 +505,7 @@ def _token_projections(
     return out.cpu()
 
 
-def _check_axis(model: Any, axis: Direction, hook: str | None) -> str:
+def _check_axis(model: Model, axis: Direction, hook: str | None) -> str:
     if not isinstance(axis, Direction):
         raise TypeError(f"axis must be a Direction, got {type(axis).__name__}")
     axis.check_compatible(d_model=int(model.cfg.d_model), n_layers=int(model.cfg.n_layers))
@@ -514,7 +515,7 @@ def _check_axis(model: Any, axis: Direction, hook: str | None) -> str:
     return hook
 
 
-def _model_meta(model: Any, axis: Direction) -> dict[str, Any]:
+def _model_meta(model: Model, axis: Direction) -> dict[str, Any]:
     from axislens.model.loading import model_provenance
 
     return {
@@ -524,7 +525,7 @@ def _model_meta(model: Any, axis: Direction) -> dict[str, Any]:
 
 
 def project_conversation(
-    model: Any,
+    model: Model,
     axis: Direction,
     messages: Sequence[Mapping[str, str]] | Transcript,
     *,

@@ -32,6 +32,7 @@ from axislens.directions import CapConfig, Direction
 from axislens.interventions.attach import cap_intervention, intervention_hooks
 from axislens.model.decoding import SamplingConfig, decode_steps, item_seed, stop_token_ids
 from axislens.model.hooks import hook_name, resolve_layers
+from axislens.model.protocol import Model
 from axislens.monitoring.projection import (
     DriftTrajectory,
     TurnProjection,
@@ -104,7 +105,7 @@ class ChatSession:
 
     def __init__(
         self,
-        model: Any,
+        model: Model,
         *,
         axis: Direction,
         cap: CapConfig | None,
@@ -412,7 +413,7 @@ class ChatSession:
 
 
 def chat_session(
-    model: Any,
+    model: Model,
     *,
     axis: Direction,
     cap: CapConfig | None = None,
