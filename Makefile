@@ -70,8 +70,8 @@ demo: setup
 	$(BIN)/axislens demo
 
 lint: dev
-	$(BIN)/ruff format --check axislens tests experiments docs/build_api.py docs/notebooks
-	$(BIN)/ruff check axislens tests experiments docs/build_api.py docs/notebooks
+	$(BIN)/ruff format --check axislens tests experiments docs/build_api.py docs/build_notebooks.py docs/notebooks
+	$(BIN)/ruff check axislens tests experiments docs/build_api.py docs/build_notebooks.py docs/notebooks
 
 typecheck: dev
 	$(BIN)/mypy
