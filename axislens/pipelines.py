@@ -786,7 +786,7 @@ def run_demo(
         from axislens.collection.engines import OpenAIBackend
 
         if not cfg.engine_model:
-            raise ValueError("DemoConfig.engine_url needs engine_model (the served bridge name)")
+            raise ValueError("DemoConfig.engine_url needs engine_model (the served model name)")
         backend = OpenAIBackend(
             cfg.engine_url, cfg.engine_model, concurrency=cfg.engine_concurrency
         )
@@ -857,7 +857,7 @@ def run_demo(
             with steer(bridge, axis, sign * cfg.steer_coeff, steer_layers, norm_units=norms):
                 replies[label] = generate_text(bridge, [conv], greedy)[0]
         # Measured on the unsteered reply, teacher-forced, so every setting sees the same tokens
-        # (a fixed reference sentence if the bridge produced nothing).
+        # (a fixed reference sentence if the model produced nothing).
         teacher = [
             *prompt,
             {"role": "assistant", "content": replies["unsteered"] or "I am an AI assistant."},
@@ -909,7 +909,7 @@ def run_demo(
         drop = steer_proj["unsteered"] - steer_proj["away (-)"]
         summary: dict[str, Any] = {
             "config": asdict(cfg),
-            "bridge": model_provenance(bridge).to_dict(),
+            "model": model_provenance(bridge).to_dict(),
             "personas": {"source": personas.source, "sha256": personas.content_hash()},
             "layers_source": layer_note,
             "store": str(out / "store"),
