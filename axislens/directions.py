@@ -738,21 +738,7 @@ class CapConfig:
         ``percentile = 100 q``.
         """
         path = Path(path)
-        cfg = _torch_load(path)
-        if not isinstance(cfg, Mapping) or not {"vectors", "experiments"} <= set(cfg):
-            raise ValueError(f"{path}: not a capping config (no 'vectors' and 'experiments')")
-        entries = _vector_entries(path, cfg["vectors"])
-        exp = _find_experiment(path, cfg["experiments"], experiment)
-        exp_id = str(exp.get("id", experiment))
-        items = [it for it in exp.get("interventions") or [] if isinstance(it, Mapping)]
-        capped = [it for it in items if "cap" in it]
-        if not capped:
-            raise ValueError(f"{path}: experiment {exp_id!r} has no capping interventions")
-        for it in capped:
-            if it.get("vector") not in entries:
-                raise ValueError(
-                    f"{path}: experiment {exp_id!r} uses unknown vector {it.get('vector')!r}"
-                )
+        entries, exp_id, capped, skipped = _capping_experiment(path, experiment)
         layers = [entries[it["vector"]][0] for it in capped]
         n = n_layers if n_layers is not None else max(layer for layer, _ in entries.values()) + 1
         if n <= max(layers):
@@ -771,7 +757,7 @@ class CapConfig:
             "format": "assistant-axis capping_config.pt",
             "experiment": exp_id,
             "vectors": [str(it["vector"]) for it in capped],
-            "skipped_interventions": len(items) - len(capped),
+            "skipped_interventions": skipped,
             "public_convention": "ceiling h - max(0, h.u - cap) u, u = w/|w|; v = -w, tau = -cap",
         }
         prov = {**dict(provenance or {}), "import": record}
@@ -806,6 +792,30 @@ def _percentile_from_id(exp_id: str) -> float | None:
     match = re.search(r"-p([0-9]*\.?[0-9]+)$", exp_id)
     q = float(match.group(1)) if match else math.inf
     return round(100 * q, 9) if q <= 1 else (q if q <= 100 else None)
+
+
+def _capping_experiment(
+    path: Path, experiment: str | int
+) -> tuple[dict[Any, tuple[int, Tensor]], str, list[Mapping[str, Any]], int]:
+    """Read one experiment of a public ``capping_config.pt``: its named vectors, the experiment
+    id, its capping interventions in file order (each naming a known vector), and how many of
+    its other interventions were skipped."""
+    cfg = _torch_load(path)
+    if not isinstance(cfg, Mapping) or not {"vectors", "experiments"} <= set(cfg):
+        raise ValueError(f"{path}: not a capping config (no 'vectors' and 'experiments')")
+    entries = _vector_entries(path, cfg["vectors"])
+    exp = _find_experiment(path, cfg["experiments"], experiment)
+    exp_id = str(exp.get("id", experiment))
+    items = [it for it in exp.get("interventions") or [] if isinstance(it, Mapping)]
+    capped = [it for it in items if "cap" in it]
+    if not capped:
+        raise ValueError(f"{path}: experiment {exp_id!r} has no capping interventions")
+    for it in capped:
+        if it.get("vector") not in entries:
+            raise ValueError(
+                f"{path}: experiment {exp_id!r} uses unknown vector {it.get('vector')!r}"
+            )
+    return entries, exp_id, capped, len(items) - len(capped)
 
 
 def _find_experiment(path: Path, experiments: Any, experiment: str | int) -> Mapping[str, Any]:

@@ -41,12 +41,11 @@ from axislens import kernels as ops
 from axislens._types import Float, Tensor, Vec
 from axislens.directions import (
     Direction,
-    _find_experiment,
+    _capping_experiment,
     _finite,
     _percentile_from_id,
     _sha256,
     _torch_load,
-    _vector_entries,
 )
 
 __all__ = [
@@ -235,21 +234,10 @@ class CeilingSequence:
         in file order (the others are skipped, as in the public code); caps may be numpy
         scalars. A trailing ``-p<q>`` in the id sets ``percentile = 100 q``."""
         p = Path(path)
-        cfg = _torch_load(p)
-        if not isinstance(cfg, Mapping) or not {"vectors", "experiments"} <= set(cfg):
-            raise ValueError(f"{p}: not a capping config (no 'vectors' and 'experiments')")
-        named = _vector_entries(p, cfg["vectors"])
-        exp = _find_experiment(p, cfg["experiments"], experiment)
-        exp_id = str(exp.get("id", experiment))
-        items = [it for it in exp.get("interventions") or [] if isinstance(it, Mapping)]
-        capped = [it for it in items if "cap" in it]
-        if not capped:
-            raise ValueError(f"{p}: experiment {exp_id!r} has no capping interventions")
+        named, exp_id, capped, skipped = _capping_experiment(p, experiment)
         entries = []
         for it in capped:
             name = it.get("vector")
-            if name not in named:
-                raise ValueError(f"{p}: experiment {exp_id!r} uses unknown vector {name!r}")
             layer, w = named[name]
             entries.append(
                 CeilingEntry(str(name), layer, w, _finite(it["cap"], f"{p}: cap of {name!r}"))
@@ -260,7 +248,7 @@ class CeilingSequence:
             "format": "assistant-axis capping_config.pt",
             "experiment": exp_id,
             "vectors": [e.name for e in entries],
-            "skipped_interventions": len(items) - len(capped),
+            "skipped_interventions": skipped,
             "public_convention": "ceiling h - max(0, h.u - cap) u, u = w/|w|, in order per layer",
         }
         return cls(

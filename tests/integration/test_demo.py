@@ -12,10 +12,9 @@ from axislens.pipelines import DemoConfig, run_demo
 from axislens.store import ActivationStore
 
 
-@pytest.fixture(scope="module")
-def demo_run(tiny_llama, tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    cfg = DemoConfig(
+def reduced_demo_config(out) -> DemoConfig:
+    """The demo at the smallest scale that still exercises every stage (tiny model, 6 roles)."""
+    return DemoConfig(
         out=str(out),
         n_roles=6,
         n_prompts=2,
@@ -25,6 +24,11 @@ def demo_run(tiny_llama, tmp_path_factory):
         batch_size=8,
         min_count=2,
     )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tiny_llama, tmp_path_factory):
+    cfg = reduced_demo_config(tmp_path_factory.mktemp("demo"))
     return cfg, run_demo(cfg, model=tiny_llama, progress=False)
 
 

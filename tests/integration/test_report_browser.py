@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from axislens.pipelines import DemoConfig, run_axis, run_demo
+from axislens.pipelines import run_axis, run_demo
+from tests.integration.test_demo import reduced_demo_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = [
@@ -49,16 +50,7 @@ def browser():
 @pytest.fixture(scope="module")
 def reports(tiny_llama, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    cfg = DemoConfig(
-        out=str(out),
-        n_roles=6,
-        n_prompts=2,
-        n_questions=2,
-        max_new_tokens=6,
-        replay_tokens=4,
-        batch_size=8,
-        min_count=2,
-    )
+    cfg = reduced_demo_config(out)
     run_demo(cfg, model=tiny_llama, progress=False)
     axis_out = tmp_path_factory.mktemp("axis")
     run_axis(out / "store", axis_out, min_score=None, min_count=2)
