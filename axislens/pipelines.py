@@ -7,7 +7,8 @@ Stages, each timed and reported:
 3. judge adherence (``keep_all`` by default: a 135M model is no judge of role-play — with
    ``--judge model`` the local model scores its own answers, with ``--judge openai`` an
    OpenAI-compatible endpoint does, as in the paper);
-4. compute the axis, persona-space PCA and cap thresholds (``axislens axis`` on the store);
+4. compute the axis, persona-space PCA, cap thresholds and the axis's split-half cosines
+   (``axislens axis`` on the store; every figure shows the cosine at its layer);
 5. steer one prompt away from and toward the Assistant and measure the projection;
 6. replay a built-in multi-turn conversation unsteered and capped, tracking the drift;
 7. write ``report.html`` (all figures) and ``summary.json``, and print a summary table.
@@ -427,6 +428,123 @@ def _floats(t: Any) -> list[float]:
     return [float(v) for v in t]
 
 
+# ------------------------------------------------------------------ split-half stability
+
+_STABILITY_NOTE = (
+    "split-half cosine: the cosine between the axes computed from two disjoint halves of the "
+    "responses (by item: each role's and the defaults' responses halved at random; by question: "
+    "the questions halved, so the halves share none); near 1 = stable, near 0 = noise"
+)
+_SPLITS: tuple[Literal["item", "question"], ...] = ("item", "question")
+
+
+def _split_half_cosines(
+    src: Any,
+    by: Literal["item", "question"],
+    *,
+    layers: Sequence[int],
+    seed: int,
+    min_score: int | None,
+    min_count: int,
+    hook: str,
+) -> tuple[list[float] | None, str | None]:
+    """Per-layer split-half cosines (:func:`~axislens.analysis.stability.split_half`), or
+    ``(None, reason)`` when the data cannot be split that way (too few questions, the defaults
+    all in one half, no role in both halves)."""
+    from axislens.analysis.stability import split_half
+
+    try:
+        sh = split_half(
+            src,
+            by=by,
+            seed=seed,
+            min_score=min_score,
+            min_count=min_count,
+            hook=hook,
+            layers=layers,
+        )
+    except ValueError as err:
+        return None, str(err)
+    return _floats(sh.cosines), None
+
+
+def _stability(
+    src: Any,
+    layers: Sequence[int],
+    *,
+    seed: int,
+    min_score: int | None,
+    min_count: int,
+    hook: str,
+) -> dict[str, Any]:
+    """Split-half cosines at every layer in ``layers``, by item and by question (``None`` plus
+    ``by_<split>_reason`` where a split is impossible), with the settings and a note."""
+    out: dict[str, Any] = {"layers": list(layers)}
+    for by in _SPLITS:
+        values, reason = _split_half_cosines(
+            src, by, layers=layers, seed=seed, min_score=min_score, min_count=min_count, hook=hook
+        )
+        out[f"by_{by}"], out[f"by_{by}_reason"] = values, reason
+    settings = {"seed": seed, "min_score": min_score, "min_count": min_count}
+    return {**out, **settings, "note": _STABILITY_NOTE}
+
+
+def _stability_at(stab: dict[str, Any], layer: int) -> dict[str, float | None]:
+    """``{"by_item": cos, "by_question": cos}`` at ``layer`` (``None`` where not computed)."""
+    i = stab["layers"].index(layer) if layer in stab["layers"] else None
+    return {
+        f"by_{by}": None if i is None or stab[f"by_{by}"] is None else stab[f"by_{by}"][i]
+        for by in _SPLITS
+    }
+
+
+def _cos_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _stability_pair(stab: dict[str, Any], layer: int) -> str:
+    """``"+0.991 / +0.874"``: the split-half cosines (item / question) at ``layer``."""
+    return " / ".join(_cos_text(v) for v in _stability_at(stab, layer).values())
+
+
+def _stability_label(stab: dict[str, Any], layer: int) -> str:
+    """The one-line note shown beside a figure of ``layer``."""
+    return f"split-half cos (item / question), layer {layer}: {_stability_pair(stab, layer)}"
+
+
+def _stability_by_layer_label(stab: dict[str, Any], layers: Sequence[int]) -> str:
+    """The note beside a figure of every layer: the cosines at each plotted layer."""
+    pairs = ", ".join(f"{layer}: {_stability_pair(stab, layer)}" for layer in layers)
+    return f"split-half cos (item / question) by layer (dotted lines): {pairs}"
+
+
+def _with_stability_traces(fig: Any, stab: dict[str, Any]) -> Any:
+    """Add the per-layer split-half cosines to :func:`~axislens.plots.axis_layer_lines`'s
+    cosine axis (dotted lines); returns ``fig``."""
+    for by in _SPLITS:
+        if stab[f"by_{by}"] is not None:
+            fig.add_scatter(
+                x=stab["layers"],
+                y=stab[f"by_{by}"],
+                mode="lines+markers",
+                line={"dash": "dot"},
+                name=f"split-half cos ({by})",
+                secondary_y=False,
+            )
+    return fig
+
+
+def _figures_html(figures: Sequence[tuple[Any, str]], **kwargs: Any) -> str:
+    """Every ``(figure, note)`` as a captioned ``<figure>`` with its note above the plot
+    (plotly.js embedded in the first)."""
+    from axislens.plots.captions import figure_html
+
+    return "".join(
+        figure_html(fig, include_plotlyjs=(i == 0), note=note, **kwargs)
+        for i, (fig, note) in enumerate(figures)
+    )
+
+
 def run_axis(
     store: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -438,8 +556,12 @@ def run_axis(
     cap_layers: str | Sequence[int] | None = None,
     scale: Scale = "center",
     hook: str = "resid_post",
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Compute everything ``axislens axis`` writes; returns the ``summary.json`` content."""
+    """Compute everything ``axislens axis`` writes; returns the ``summary.json`` content.
+
+    ``seed`` draws the split halves of the stability check (``summary["stability"]``: the
+    split-half cosines by item and by question at every layer, and at ``layer``)."""
     from axislens import plots
     from axislens.analysis.space import layer_profile, persona_pca
     from axislens.analysis.thresholds import calibrate_cap
@@ -475,12 +597,19 @@ def run_axis(
     pca = persona_pca(rv, layer, scale=scale)
     proj = role_projections(rv, layer)
     cap = calibrate_cap(src, axis, layers=caps, percentile=percentile)
-    figures = [
-        plots.variance_bars(pca),
-        plots.persona_space_scatter(pca, dims=2),
-        *([plots.persona_space_scatter(pca, dims=3)] if pca.loadings.shape[1] >= 3 else []),
-        plots.axis_layer_lines(profile),
-        plots.role_projection_strip(proj),
+    stab = _stability(
+        src, rv.layers, seed=seed, min_score=min_score, min_count=min_count, hook=hook
+    )
+    at = _stability_label(stab, layer)
+    figures: list[tuple[Any, str]] = [
+        (plots.variance_bars(pca), at),
+        (plots.persona_space_scatter(pca, dims=2), at),
+        *([(plots.persona_space_scatter(pca, dims=3), at)] if pca.loadings.shape[1] >= 3 else []),
+        (
+            _with_stability_traces(plots.axis_layer_lines(profile), stab),
+            _stability_by_layer_label(stab, profile.layers),
+        ),
+        (plots.role_projection_strip(proj), at),
     ]
     traits: dict[str, Any] | None = None
     if src.query(kind="trait_pos") and src.query(kind="trait_neg"):
@@ -488,7 +617,7 @@ def run_axis(
         tv = trait_vectors(src, hook=hook, layers=[layer], score_filter=tfilter)
         tc = trait_cosines(tv, axis, layer)
         traits = {"layer": layer, "cosines": dict(zip(tc.names, _floats(tc.cosines), strict=True))}
-        figures.append(plots.trait_cosine_bars(tc))
+        figures.append((plots.trait_cosine_bars(tc), at))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     axis.save(out_dir / "axis.safetensors")
@@ -536,6 +665,7 @@ def run_axis(
             "pool": cap.provenance["calibration"]["pool"],
             "assumption": "unit, pool and percentile: docs/concepts.md, 'Cap thresholds'",
         },
+        "stability": {"layer": layer, "at_layer": _stability_at(stab, layer), **stab},
         "traits": traits,
         "files": ["axis.safetensors", "cap.json", "cap.safetensors", "summary.json", "report.html"],
     }
@@ -544,11 +674,11 @@ def run_axis(
     return summary
 
 
-def _report(summary: dict[str, Any], figures: Sequence[Any]) -> str:
-    """One HTML page: a summary table, then every figure (plotly.js embedded in the first)."""
-    from axislens.plots.captions import figure_html
-
+def _report(summary: dict[str, Any], figures: Sequence[tuple[Any, str]]) -> str:
+    """One HTML page: a summary table, then every ``(figure, note)`` (plotly.js embedded in the
+    first; the note, above the plot, gives the axis's split-half cosine at its layer)."""
     pca = summary["pca"]
+    stab = summary["stability"]
     rows = [
         ("model", summary["model"]),
         ("store", summary["store"]),
@@ -560,6 +690,7 @@ def _report(summary: dict[str, Any], figures: Sequence[Any]) -> str:
         (f"PC1 variance (layer {pca['layer']})", f"{100 * pca['pc1_variance']:.1f}%"),
         ("dims for 70/80/90/95%", " / ".join(str(v) for v in pca["dims"].values())),
         ("cos(axis, PC1)", f"{pca['cos_axis_pc1']:.3f}"),
+        _stability_row(stab, stab["layer"]),
         ("cap layers", summary["cap"]["layers"]),
         ("cap thresholds", ", ".join(f"{t:.3f}" for t in summary["cap"]["thresholds"])),
     ]
@@ -570,16 +701,13 @@ def _report(summary: dict[str, Any], figures: Sequence[Any]) -> str:
         f"<td class='note'>{html.escape(_row_note(str(k)))}</td></tr>"
         for k, v in rows
     )
-    parts = [
-        figure_html(fig, include_plotlyjs=(i == 0), default_height="560px")
-        for i, fig in enumerate(figures)
-    ]
+    parts = _figures_html(figures, default_height="560px")
     title = html.escape(f"axislens axis report: {summary['model']}")
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
         "<style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}"
         f"{_REPORT_CSS}</style></head><body>"
-        f"<h1>{title}</h1><table>{table}</table>{''.join(parts)}</body></html>\n"
+        f"<h1>{title}</h1><table>{table}</table>{parts}</body></html>\n"
     )
 
 
@@ -671,7 +799,7 @@ def load_script(spec: str) -> tuple[tuple[str, ...], str | None, dict[str, Any],
     (``axislens monitor --script``): a transcript file (read by
     :func:`~axislens.monitoring.projection.load_transcript`), a JSON file with a ``"user_turns"``
     list (the layout of the shipped conversations), or the name of a shipped conversation
-    (``philosophy_drift``, ``coding_control``).
+    (``philosophy_drift``, ``therapy_drift``, ``coding_control``, ``writing_control``).
 
     Example:
         >>> turns, system, meta, source = load_script("philosophy_drift")
@@ -836,7 +964,11 @@ def run_demo(
             min_count=cfg.min_count,
             percentile=cfg.percentile,
             cap_layers=cap_layers,
+            seed=cfg.seed,
         )
+        stab = {
+            k: v for k, v in axis_summary["stability"].items() if k not in ("layer", "at_layer")
+        }
         axis = Direction.load(out / "axis" / "axis.safetensors")
         cap_cfg = CapConfig.load(out / "axis" / "cap.json")
         rv = role_vectors(store, min_score=cfg.min_score, min_count=cfg.min_count)
@@ -892,18 +1024,29 @@ def run_demo(
         )
 
     with timer.stage("report"):
-        figures = [
-            plots.variance_bars(pca),
-            plots.persona_space_scatter(pca, dims=2),
-            *([plots.persona_space_scatter(pca, dims=3)] if pca.loadings.shape[1] >= 3 else []),
-            plots.axis_layer_lines(profile),
-            plots.role_projection_strip(proj),
-            plots.drift_trajectory(
-                *trajectories.values(),
-                labels=list(trajectories),
-                layer=measure,
-                threshold=tau,
-                title=f"Drift over a philosophy-of-AI conversation (layer {measure})",
+        at_mid = _stability_label(stab, mid)
+        figures: list[tuple[Any, str]] = [
+            (plots.variance_bars(pca), at_mid),
+            (plots.persona_space_scatter(pca, dims=2), at_mid),
+            *(
+                [(plots.persona_space_scatter(pca, dims=3), at_mid)]
+                if pca.loadings.shape[1] >= 3
+                else []
+            ),
+            (
+                _with_stability_traces(plots.axis_layer_lines(profile), stab),
+                _stability_by_layer_label(stab, profile.layers),
+            ),
+            (plots.role_projection_strip(proj), at_mid),
+            (
+                plots.drift_trajectory(
+                    *trajectories.values(),
+                    labels=list(trajectories),
+                    layer=measure,
+                    threshold=tau,
+                    title=f"Drift over a philosophy-of-AI conversation (layer {measure})",
+                ),
+                _stability_label(stab, measure),
             ),
         ]
         drop = steer_proj["unsteered"] - steer_proj["away (-)"]
@@ -925,6 +1068,7 @@ def run_demo(
             "dims_70": axis_summary["pca"]["dims"].get("70"),
             "middle_layer": mid,
             "cos_axis_pc1_middle": axis_summary["pca"]["cos_axis_pc1"],
+            "stability": stab,
             "cap": {
                 "layers": list(cap_cfg.layers),
                 "thresholds": list(cap_cfg.thresholds),
@@ -964,6 +1108,7 @@ def _table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         (f"PC1 variance (layer {s['middle_layer']})", f"{100 * s['pc1_variance']:.1f}%"),
         ("dims for 70% variance", str(s["dims_70"])),
         (f"cos(axis, PC1) (layer {s['middle_layer']})", f"{s['cos_axis_pc1_middle']:+.3f}"),
+        *([_stability_row(s["stability"], s["middle_layer"])] if "stability" in s else []),
         (
             f"cap threshold (p{cap['percentile']:g}, layers {cap['layers'][0]}-{cap['layers'][-1]})",
             ", ".join(f"{t:.2f}" for t in cap["thresholds"]),
@@ -984,8 +1129,19 @@ def _table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _stability_row(stab: dict[str, Any], layer: int) -> tuple[str, str]:
+    """The summary-table row of the split-half cosines at ``layer`` (a split that could not be
+    made shows ``n/a`` and why)."""
+    why = "; ".join(
+        f"{by}: {stab[f'by_{by}_reason']}" for by in _SPLITS if stab.get(f"by_{by}_reason")
+    )
+    value = _stability_pair(stab, layer) + (f" ({why})" if why else "")
+    return f"split-half cos (item / question), layer {layer}", value
+
+
 _REPORT_CSS = (
     "td.note{color:#555;font-size:90%;padding-left:1.5em}"
+    "p.figure-note{color:#333;margin:1.5em 0 0 1em;font-weight:bold}"
     "figcaption{color:#333;margin:0 0 2em 1em;font-style:italic}"
 )
 
@@ -1000,6 +1156,8 @@ _ROW_NOTES = (
     ("PC1 variance", "share of the role vectors' variance on the first principal component"),
     ("dims for", "principal components needed to explain that share of the variance"),
     ("cos(axis, PC1)", "cosine between the Assistant Axis (default - mean of roles) and PC1"),
+    ("split-half cos", "the cosine between the axes computed from two disjoint halves of the "
+     "responses (halved by item / by question): near 1 = stable, near 0 = noise"),
     ("cap layers", "layers whose projection on the axis is held at or above the threshold"),
     ("cap threshold", "per-layer floor tau: that percentile of the stored responses' projections"),
     ("projection drop", "unsteered minus steered-away projection of one reply: > 0 means steering "
@@ -1030,9 +1188,9 @@ def _print_table(s: dict[str, Any]) -> None:
     print("=" * (width + 40))
 
 
-def _report_html(summary: dict[str, Any], figures: list[Any]) -> str:
-    from axislens.plots.captions import figure_html
-
+def _report_html(summary: dict[str, Any], figures: Sequence[tuple[Any, str]]) -> str:
+    """The demo's page: the summary table, the steering replies, then every ``(figure, note)``
+    (the note, above the plot, gives the axis's split-half cosine at its layer)."""
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td>"
         f"<td class='note'>{html.escape(_row_note(k))}</td></tr>"
@@ -1042,7 +1200,7 @@ def _report_html(summary: dict[str, Any], figures: list[Any]) -> str:
         f"<tr><th>{html.escape(k)}</th><td>{summary['steering']['projection'][k]:+.3f}</td><td>{html.escape(v)}</td></tr>"
         for k, v in summary["steering"]["replies"].items()
     )
-    figs = "".join(figure_html(f, include_plotlyjs=(i == 0)) for i, f in enumerate(figures))
+    figs = _figures_html(figures)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>axislens demo</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}th{text-align:left;padding-right:1em}"

@@ -5,6 +5,7 @@ Layout of a store directory::
     manifest.json                 provenance: model, hooks, layers, span policy, data hashes...
     items/00000.json ...          item records (role, prompt, question, messages, response)
     acts/00000.safetensors ...    per-item span means, one tensor per hook: [n, layer, d_model]
+    acts/.verified.json           shards whose every row :meth:`~ActivationStore.repair` checked
     scores/00000.json ...         judge scores {item id: {"score": 0-3 | null, "raw": ...}}
     .lock, .writers/              who is writing (see "Writers" below)
 
@@ -23,6 +24,11 @@ the canonical JSON of ``items``. A shard that fails its checksum raises :class:`
 naming the file; :meth:`ActivationStore.repair` (run by ``axislens collect`` and
 :func:`~axislens.collection.responses.generate_responses`) moves it aside (``*.corrupt``) and the
 run recomputes what it held. Shards written before checksums existed are read unchecked.
+Repair reads every row of a shard only once: ``acts/.verified.json`` records each shard it
+checked in full by name, size, mtime and inode, and later repairs only parse those shards'
+headers (a replaced, rewritten or truncated file no longer matches, so it is checked again);
+reads still check every row they return. The ledger is a cache: it is written atomically, and
+a lost or unreadable one only costs a re-check (``repair(full=True)`` ignores it).
 
 Writers: a process that writes to a store holds it. By default (:class:`ExclusiveWriter`) the
 first write (or :meth:`ActivationStore.create`) takes ``.lock``; any other process that then tries
@@ -475,6 +481,45 @@ class ItemRecord:
             ) from None
 
 
+#: Ledger of activation shards whose every row a repair checked (see :meth:`ActivationStore.repair`).
+_LEDGER = ".verified.json"
+_LEDGER_VERSION = 1
+_Fingerprint = tuple[int, int, int]
+
+
+def _fingerprint(path: Path) -> _Fingerprint:
+    """``(size, mtime_ns, inode)``: changes when a file is truncated, rewritten or replaced."""
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _read_ledger(path: Path) -> dict[str, _Fingerprint]:
+    """The verified-shard ledger ``{shard name: fingerprint}``; empty if missing or unreadable
+    (a bad ledger only costs a re-check, so it is never an error)."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _LEDGER_VERSION:
+        return {}
+    shards = data.get("shards")
+    if not isinstance(shards, dict):
+        return {}
+    return {
+        str(name): (fp[0], fp[1], fp[2])
+        for name, fp in shards.items()
+        if isinstance(fp, list) and len(fp) == 3 and all(type(x) is int for x in fp)
+    }
+
+
+def _ledger_json(shards: Mapping[str, _Fingerprint]) -> dict[str, Any]:
+    return {
+        "version": _LEDGER_VERSION,
+        "fingerprint": ["size", "mtime_ns", "inode"],
+        "shards": {name: list(shards[name]) for name in sorted(shards)},
+    }
+
+
 def _shard_files(folder: Path, suffix: str) -> list[Path]:
     if not folder.is_dir():
         return []
@@ -923,16 +968,31 @@ class ActivationStore:
             if got != want[lo + k]:
                 raise StoreError(f"row {lo + k} of {hook!r} fails its crc32 checksum")
 
-    def _activation_index(self, *, repair: bool = False) -> dict[str, tuple[Path, int]]:
+    def _verify_shard(self, shard: Path) -> None:
+        """Read every row of every hook of ``shard`` and check its crc32."""
+        with safe_open(str(shard), framework="pt") as f:
+            for h in self.hooks:
+                self._verify(shard, h, 0, f.get_tensor(h))
+
+    def _activation_index(
+        self, *, repair: bool = False, full: bool = False
+    ) -> dict[str, tuple[Path, int]]:
+        """``{item id: (shard, row)}`` (later shards win). With ``repair``, corrupt shards are
+        moved aside instead of raising, and shards not in the verified ledger (all with
+        ``full``) have every row checked; the ledger is then updated."""
         if self._act_index is None:
             index: dict[str, tuple[Path, int]] = {}
-            for shard in _shard_files(self.root / "acts", "safetensors"):
+            acts = self.root / "acts"
+            ledger = _read_ledger(acts / _LEDGER) if repair and not full else {}
+            verified: dict[str, _Fingerprint] = {}
+            for shard in _shard_files(acts, "safetensors"):
                 try:
                     ids = self._shard_info(shard).ids
                     if repair:
-                        with safe_open(str(shard), framework="pt") as f:
-                            for h in self.hooks:
-                                self._verify(shard, h, 0, f.get_tensor(h))
+                        fp = _fingerprint(shard)  # before reading: a later change shows
+                        if ledger.get(shard.name) != fp:
+                            self._verify_shard(shard)
+                        verified[shard.name] = fp
                 except Exception as err:
                     self._shards.pop(shard, None)
                     if repair:
@@ -945,12 +1005,48 @@ class ActivationStore:
                     ) from None
                 for row, rid in enumerate(ids):
                     index[rid] = (shard, row)
+            if repair and verified != ledger:
+                self._record_verified(verified)
             self._act_index = index
         return self._act_index
 
-    def repair(self, *, activations: bool = True) -> list[str]:
+    def _record_verified(self, verified: Mapping[str, _Fingerprint]) -> None:
+        """Merge ``verified`` into ``acts/.verified.json`` (atomic write, while holding the
+        store; taken just for the write if this object does not hold it yet).
+
+        Entries other writers added meanwhile are kept while their file exists; concurrent
+        writers may still lose each other's updates, which only costs a re-check, since an
+        entry vouches only for a file whose fingerprint still matches. Skipped (no error) when
+        another run holds the store or the folder is read-only."""
+        path = self.root / "acts" / _LEDGER
+        held = self._release is not None and self._release.alive
+        try:
+            self._hold()
+        except (StoreError, OSError):
+            return
+        try:
+            others = {
+                name: fp
+                for name, fp in _read_ledger(path).items()
+                if name not in verified and (path.parent / name).is_file()
+            }
+            atomic_write_json(path, _ledger_json({**others, **verified}))
+        except OSError:
+            pass
+        finally:
+            if not held:
+                self.close()
+
+    def repair(self, *, activations: bool = True, full: bool = False) -> list[str]:
         """Move corrupt or truncated shards aside (``*.corrupt``): item records, scores and
-        (with ``activations``, reading every row to check its checksum) activation shards.
+        (with ``activations``) activation shards.
+
+        Every activation shard's header is parsed (ids, checksum, hooks, shapes: this catches
+        truncated files); every row is read and checked against its crc32 only for shards not
+        yet in the ledger ``acts/.verified.json`` with the same size, mtime and inode, and
+        shards that pass are recorded there, so a resume reads only what is new or changed.
+        ``full=True`` ignores the ledger and checks every row of every shard (e.g. after
+        moving the store to other storage). Reads check the rows they return either way.
 
         Returns the ids of items whose activations must be recomputed (``axislens collect``
         does this automatically); records and scores in a moved shard are missing afterwards,
@@ -969,7 +1065,7 @@ class ActivationStore:
         before = {p.name for p in _shard_files(self.root / "acts", "safetensors")}
         self._act_index = None
         self._shards.clear()
-        index = self._activation_index(repair=True)
+        index = self._activation_index(repair=True, full=full)
         after = {p.name for p in _shard_files(self.root / "acts", "safetensors")}
         if before == after:
             return []

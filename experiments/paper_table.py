@@ -4,8 +4,9 @@
     python experiments/paper_table.py --model qwen2.5-coder-0.5b-instruct   # the stated scale
     python experiments/paper_table.py --compare experiments/results/a.json experiments/results/b.json
 
-One stated scale per run (``--small`` for a smoke run, the default ``SCALE`` otherwise; every
-count can be overridden). Steps, all resumable (the store is reused):
+One stated scale per run (``--small`` for a smoke run, the default ``SCALE``/``EVAL`` otherwise;
+every count can be overridden). Steps, each cached under ``<out>/<model>-steps/`` (a rerun reuses
+a finished step whose inputs are unchanged; the store itself resumes):
 
 1. generate role responses (``n_roles`` roles of the spread order x ``n_prompts`` prompts x
    ``n_questions`` questions) and default responses (*all* default prompts x
@@ -19,14 +20,23 @@ count can be overridden). Steps, all resumable (the store is reused):
    models on their common roles);
 5. caps at the cap window for p0.25/0.5/0.75, per-response and per-token units
    (``calibrate_cap(unit=...)``, default pool), and how much each cap would act on the pooled
-   response tokens: the share of tokens below ``tau`` and their mean lift ``tau - proj``.
-
-Not done here (reported as such in docs/results.md): identity rate vs steering coefficient,
-persona attacks and capability (QA, perplexity) capped vs unsteered, drift trajectories.
+   response tokens: the share of tokens below ``tau`` and their mean lift ``tau - proj``;
+6. stability levers: the split-half cosine (by item, mean of 5 seeded splits) as the number of
+   default items, questions per role and roles shrink (subsets of the store), with span means
+   over only the first 16 response tokens (the same responses, teacher-forced again), and with
+   prefill activations (the generation-prompt position, no response);
+7. identity rate vs steering coefficient: ``Add(c)`` at the target layer in residual-norm units
+   (``c * mean |h|`` along the unit axis), greedy identity probes (:func:`axislens.evaluate`);
+8. persona attacks and capability (QA, perplexity, KL) unsteered vs capped at p0.25/0.5/0.75
+   with both threshold units;
+9. drift: four original conversations (therapy-like, philosophy-of-AI, coding, writing) replayed
+   greedily, unsteered and capped (p0.25, both units), projections per assistant turn.
 
 Outputs: ``<out>/<model>.json`` (numbers + provenance), ``<out>/<model>-store/`` (the store),
-``<out>/<model>-cap-distributions.html`` (per-response and per-token projections at the middle
-cap layer, with both p0.25 thresholds), and ``docs/results.md`` (``--results-md``), a table beside the paper's published figures.
+``<out>/<model>-figures.html`` (per-layer persona-space figures with their split-half cosines,
+the steering curve, the drift trajectories), ``<out>/<model>-cap-distributions.html``
+(per-response and per-token projections at the middle cap layer, with both p0.25 thresholds),
+and ``docs/results.md`` (``--results-md``), a table beside the paper's published figures.
 Numbers are reported as they come out; nothing is tuned toward the paper's.
 """
 
@@ -34,9 +44,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,13 +61,26 @@ PAPER = {
     "dims_70": "4 / 8 / 19 (Gemma / Qwen / Llama)",
     "cos_axis_pc1": "> 0.71 at middle layers",
     "pc1_loading_correlation": "> 0.92 between models",
+    "steering": "steering away from the Assistant raises non-Assistant identities (role play, "
+    "human claims); toward it lowers them",
+    "capping": "capping at p0.25 over layers 46-53 (Qwen 3 32B) / 56-71 (Llama 3.3 70B) cuts "
+    "persona-attack success by about half with capability scores within noise",
+    "drift": "therapy-like and philosophy-of-AI conversations drift away from the Assistant; "
+    "coding and writing stay",
 }
 PERCENTILES = (0.25, 0.5, 0.75)
+UNITS = ("response", "token")
+STEER_COEFFS = (-1.0, -0.5, -0.25, 0.25, 0.5, 1.0)
+"""Steering coefficients in residual-norm units at the target layer."""
+CONVERSATIONS = ("therapy_drift", "philosophy_drift", "coding_control", "writing_control")
+SHORT_TOKENS = 16
+"""The short-response lever: span means over the first this many response tokens."""
+LEVER_SPLITS = 5
 
 
 @dataclass(frozen=True)
 class Scale:
-    """How much data one run collects."""
+    """How much data one run collects (recorded in the store's provenance)."""
 
     n_roles: int = 100
     n_prompts: int = 2
@@ -66,9 +91,25 @@ class Scale:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class EvalScale:
+    """How much the behavioural steps (7-9) evaluate; replies are greedy."""
+
+    eval_attacks: int = 30
+    eval_identity: int = 30
+    eval_qa: int = 40
+    eval_tokens: int = 48
+    drift_turns: int = 6
+    drift_tokens: int = 48
+
+
 SCALE = Scale()
+EVAL = EvalScale()
 SMALL = Scale(
     n_roles=8, n_prompts=2, n_questions=2, n_default_questions=4, max_new_tokens=16, batch_size=16
+)
+SMALL_EVAL = EvalScale(
+    eval_attacks=4, eval_identity=6, eval_qa=5, eval_tokens=12, drift_turns=3, drift_tokens=12
 )
 
 
@@ -132,18 +173,314 @@ def _floats(t: Any) -> list[float]:
     return [float(x) for x in t]
 
 
+def _step(folder: Path, name: str, key: dict[str, Any], fn: Callable[[], Any]) -> Any:
+    """``fn()``, cached in ``folder/name.json`` under ``key`` (recomputed when ``key`` changes)."""
+    from axislens.store import atomic_write_json
+
+    path = folder / f"{name}.json"
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    if path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") == digest:
+            return cached["value"]
+    t0 = time.perf_counter()
+    value = fn()
+    print(f"  step {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"key": digest, "inputs": key, "value": value})
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Stability levers (step 6): split-half cosines of the axis on subsets and variants of the data
+# --------------------------------------------------------------------------------------------
+
+
+def split_half_cos(
+    x: np.ndarray, groups: Sequence[Sequence[int]], defaults: Sequence[int], seed: int
+) -> np.ndarray:
+    """Per-layer cosine between the axes of two item halves (float64, numpy only).
+
+    ``x``: ``[item, layer, d]``; ``groups``: row indices of each role; ``defaults``: rows of the
+    default items. Every group and the defaults are split in half at random (seeded); a role
+    with fewer than two items is left out of both halves. The axis of a half is
+    ``mean(default half) - mean over roles of (role half means)``.
+    """
+    rng = np.random.default_rng(seed)
+    halves: list[list[np.ndarray]] = [[], []]
+    for g in [*[g for g in groups if len(g) >= 2], defaults]:
+        perm = rng.permutation(np.asarray(g))
+        cut = (len(perm) + 1) // 2
+        for h, part in enumerate((perm[:cut], perm[cut:])):
+            halves[h].append(x[part].mean(0))
+    axes = [np.stack(h[:-1]).mean(0) * -1 + h[-1] for h in halves]
+    num = (axes[0] * axes[1]).sum(-1)
+    return num / (np.linalg.norm(axes[0], axis=-1) * np.linalg.norm(axes[1], axis=-1))
+
+
+def _lever_row(
+    x: np.ndarray, groups: Sequence[Sequence[int]], defaults: Sequence[int], seed: int, **what: Any
+) -> dict[str, Any]:
+    cos = np.stack([split_half_cos(x, groups, defaults, seed + k) for k in range(LEVER_SPLITS)])
+    return {
+        **what,
+        "n_roles": sum(1 for g in groups if len(g) >= 2),
+        "n_role_items": int(sum(len(g) for g in groups)),
+        "n_default_items": len(defaults),
+        "cos_mean": _floats(cos.mean(0)),
+        "cos_sd": _floats(cos.std(0)),
+    }
+
+
+def _layout(store: Any) -> tuple[list[str], dict[str, list[int]], list[int], list[str]]:
+    """(ids, role -> rows, default rows, question ids) of the store's collected items."""
+    recs = [r for r in store.query() if r.kind in ("role", "default")]
+    done = store.collected_ids()
+    recs = [r for r in recs if r.id in done]
+    roles: dict[str, list[int]] = {}
+    defaults: list[int] = []
+    for k, r in enumerate(recs):
+        (defaults if r.kind == "default" else roles.setdefault(r.role, [])).append(k)
+    return [r.id for r in recs], roles, defaults, [r.question_id for r in recs]
+
+
+def levers(
+    store: Any, variants: dict[str, Any], layers: Sequence[int], seed: int
+) -> dict[str, Any]:
+    """Split-half cosines (step 6) at ``layers``: data subsets of ``store``, and the ``variants``
+    (other stores of the same items: ``short``, ``prefill``) at full size."""
+    ids, roles, defaults, qids = _layout(store)
+    x = store.activations(ids=ids, layers=list(layers), dtype=torch.float64).numpy()
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = [
+        _lever_row(x, list(roles.values()), defaults, seed, lever="all data")
+    ]
+    for k in (5, 10, 25, 50, 100, 200):
+        if k < len(defaults):
+            sub = sorted(rng.choice(defaults, size=k, replace=False).tolist())
+            rows.append(_lever_row(x, list(roles.values()), sub, seed, lever="default items"))
+    per_role_q = {r: sorted({qids[i] for i in rows_}) for r, rows_ in roles.items()}
+    n_q = max(len(q) for q in per_role_q.values())
+    for q in range(1, n_q):
+        groups = [[i for i in g if qids[i] in per_role_q[r][:q]] for r, g in roles.items()]
+        rows.append(_lever_row(x, groups, defaults, seed, lever="questions per role", value=q))
+    names = list(roles)
+    for k in (10, 25, 50):
+        if k < len(names):
+            keep = rng.choice(len(names), size=k, replace=False)
+            groups = [roles[names[int(i)]] for i in sorted(keep)]
+            rows.append(_lever_row(x, groups, defaults, seed, lever="roles", value=k))
+    for label, other in variants.items():
+        index = {rid: k for k, rid in enumerate(ids)}
+        have = [rid for rid in ids if rid in other.collected_ids()]
+        y = other.activations(ids=have, layers=list(layers), dtype=torch.float64).numpy()
+        pos = {rid: k for k, rid in enumerate(have)}
+        remap = {index[rid]: pos[rid] for rid in have}
+        groups = [[remap[i] for i in g if i in remap] for g in roles.values()]
+        rows.append(
+            _lever_row(y, groups, [remap[i] for i in defaults if i in remap], seed, lever=label)
+        )
+    for row in rows:
+        row.setdefault("value", row["n_default_items"] if row["lever"] == "default items" else None)
+    return {"layers": list(layers), "splits": LEVER_SPLITS, "rows": rows}
+
+
+def _variant_stores(
+    model: Any, store: Any, out: Path, scale: Scale, progress: bool
+) -> dict[str, Any]:
+    """The same items collected again: span means over the first ``SHORT_TOKENS`` response
+    tokens (``short``), and prefill activations at the generation prompt (``prefill``)."""
+    from axislens.collection.activations import collect, span_policy
+    from axislens.store import ActivationStore
+
+    recs = [r for r in store.query() if r.kind in ("role", "default")]
+    tok = model.tokenizer
+    short = []
+    for r in recs:
+        msgs = [dict(m) for m in r.messages]
+        ids = tok(msgs[-1]["content"], add_special_tokens=False)["input_ids"]
+        msgs[-1]["content"] = tok.decode(ids[:SHORT_TOKENS])
+        short.append(dataclasses.replace(r, messages=tuple(msgs)))
+    layers = list(range(int(model.cfg.n_layers)))
+    result = {}
+    for label, items, span in (
+        (f"first {SHORT_TOKENS} response tokens", short, "response"),
+        ("prefill (no response)", recs, "prefill"),
+    ):
+        root = out / f"{store.root.name}-{span if span == 'prefill' else 'short'}"
+        collect(
+            model,
+            items,
+            root,
+            layers=layers,
+            span=span_policy(span),
+            batch_size=scale.batch_size,
+            progress=progress,
+        )
+        result[label] = ActivationStore.open(root)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Behaviour (steps 7-9)
+# --------------------------------------------------------------------------------------------
+
+
+def _norms(model: Any, store: Any, n: int = 32) -> torch.Tensor:
+    from axislens.interventions.attach import residual_norms
+    from axislens.model.chat import format_conversation
+
+    recs = [r for r in store.query() if r.kind in ("role", "default")]
+    picked = recs[:: max(1, len(recs) // n)][:n]
+    return residual_norms(model, [format_conversation(model, list(r.messages)) for r in picked])
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items()} for row in result.rows()]
+
+
+def steering_curve(
+    model: Any, axis: Any, layer: int, norms: torch.Tensor, es: EvalScale, coeffs: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Identity rates (step 7) unsteered and under ``Add(c)`` at ``layer`` in norm units."""
+    from axislens.evals.harness import Setting, evaluate
+    from axislens.evals.sets import load_eval_set
+    from axislens.interventions.attach import Intervention
+    from axislens.interventions.operations import Add
+
+    ev = load_eval_set().subset(attacks=0, identity=es.eval_identity, qa=0)
+    settings = [
+        Setting(
+            f"steer {c:+g}", (Intervention(Add(c), axis, [layer], norm_units=norms),), {"coeff": c}
+        )
+        for c in coeffs
+    ]
+    res = evaluate(
+        model, ev, settings, axis=axis, max_new_tokens=es.eval_tokens, projection_layer=layer
+    )
+    rows = _rows(res)
+    rows[0]["coeff"] = 0.0
+    return sorted(rows, key=lambda r: r["coeff"])
+
+
+def cap_eval(
+    model: Any, axis: Any, caps: dict[str, Any], measure: int, es: EvalScale
+) -> list[dict[str, Any]]:
+    """Persona attacks and capability (step 8), unsteered and under each cap."""
+    from axislens.evals.harness import Setting, evaluate
+    from axislens.evals.sets import load_eval_set
+    from axislens.interventions.attach import cap_intervention
+
+    ev = load_eval_set().subset(attacks=es.eval_attacks, identity=es.eval_identity, qa=es.eval_qa)
+    n = int(model.cfg.n_layers)
+    settings = [
+        Setting(
+            name,
+            (cap_intervention(cfg, n_layers=n),),
+            {"unit": name.split()[1], "percentile": cfg.percentile / 100},
+        )
+        for name, cfg in caps.items()
+    ]
+    res = evaluate(
+        model, ev, settings, axis=axis, max_new_tokens=es.eval_tokens, projection_layer=measure
+    )
+    return _rows(res)
+
+
+def drift(
+    model: Any, axis: Any, caps: dict[str, Any], layers: Sequence[int], es: EvalScale
+) -> dict[str, Any]:
+    """The four conversations (step 9), greedy, unsteered and under each cap in ``caps``."""
+    from axislens.model.decoding import SamplingConfig
+    from axislens.monitoring.session import chat_session
+    from axislens.pipelines import builtin_conversation
+
+    greedy = SamplingConfig(max_new_tokens=es.drift_tokens, temperature=0.0)
+    out: dict[str, Any] = {}
+    for name in CONVERSATIONS:
+        script = builtin_conversation(name)
+        runs: dict[str, Any] = {}
+        for label, cap in {"unsteered": None, **caps}.items():
+            session = chat_session(
+                model, axis=axis, cap=cap, monitor_layers=list(layers), sampling=greedy
+            )
+            reports = [session.send(t) for t in script["user_turns"][: es.drift_turns]]
+            runs[label] = {
+                "projections": {str(lay): [r.projections[lay] for r in reports] for lay in layers},
+                "capped": [r.capped for r in reports],
+                "replies": [r.reply for r in reports],
+            }
+        out[name] = {"domain": script["domain"], "runs": runs}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def _cap_rows(
+    store: Any, axis: Any, caps: Sequence[int], tokens: Any, pooled: np.ndarray
+) -> list[dict[str, Any]]:
+    from axislens.analysis.thresholds import calibrate_cap
+
+    rows = []
+    for unit in UNITS:
+        for q in PERCENTILES:
+            cap = calibrate_cap(
+                store,
+                axis,
+                layers=caps,
+                percentile=q,
+                unit=unit,  # type: ignore[arg-type]
+                tokens=tokens if unit == "token" else None,
+            )
+            taus = np.asarray(cap.thresholds)
+            below = pooled < taus[None, :]
+            lift = np.where(below, taus[None, :] - pooled, 0.0)
+            rows.append(
+                {
+                    "unit": unit,
+                    "percentile": q,
+                    "layers": list(cap.layers),
+                    "thresholds": list(cap.thresholds),
+                    "tokens_touched": _floats(below.mean(0)),
+                    "mean_lift_touched": _floats(lift.sum(0) / np.maximum(below.sum(0), 1)),
+                }
+            )
+    return rows
+
+
+def _cap_configs(
+    rows: list[dict[str, Any]], axis: Any, percentiles: Sequence[float]
+) -> dict[str, Any]:
+    from axislens.directions import CapConfig
+
+    return {
+        f"cap {r['unit']} p{r['percentile']}": CapConfig(
+            axis, tuple(r["layers"]), tuple(r["thresholds"]), percentile=100 * r["percentile"]
+        )
+        for r in rows
+        if r["percentile"] in percentiles
+    }
+
+
 def run(
     model: Any,
     out: Path,
     scale: Scale,
     *,
+    evals: EvalScale | None = EVAL,
+    coeffs: Sequence[float] = STEER_COEFFS,
     personas: Any = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Collect (or reuse) the store and compute every number; returns the JSON written."""
+    """Collect (or reuse) the store and compute every number; returns the JSON written.
+
+    ``evals=None`` skips the behavioural steps (7-9) and the variant stores of step 6."""
     from axislens.analysis.space import layer_profile, persona_pca
     from axislens.analysis.stability import split_half
-    from axislens.analysis.thresholds import calibrate_cap, project_store
+    from axislens.analysis.thresholds import project_store
     from axislens.analysis.vectors import role_vectors
     from axislens.collection.tokens import token_projections
     from axislens.model.loading import model_provenance
@@ -156,6 +493,7 @@ def run(
     slug = prov.model_id.split("/")[-1]
     out.mkdir(parents=True, exist_ok=True)
     store = _store(model, out / f"{slug}-store", cat, scale, progress)
+    steps = out / f"{slug}-steps"
     n = int(model.cfg.n_layers)
     try:
         target, target_src = target_layer(prov.model_id, n)
@@ -163,6 +501,8 @@ def run(
     except ValueError as err:  # a tabled name with another depth: fallbacks
         target, target_src = n // 2, f"fallback ({err})"
         caps, caps_src = cap_window("", n)
+    caps = list(caps)
+    measure = min(caps[-1] + 1, n - 1)
     rv = role_vectors(store, min_score=None, min_count=1)
     axis = rv.axis()
     prof = layer_profile(rv)
@@ -172,35 +512,57 @@ def run(
         for by in ("item", "question")
     }
     resp_values = project_store(store, axis, layers=caps)
-    tokens = token_projections(model, store, axis, layers=caps, batch_size=scale.batch_size)
-    pooled_tokens = tokens.stacked(resp_values.ids, list(caps)).numpy()
-    cap_rows = []
-    for unit in ("response", "token"):
-        for q in PERCENTILES:
-            cap = calibrate_cap(
-                store,
-                axis,
-                layers=caps,
-                percentile=q,
-                unit=unit,  # type: ignore[arg-type]
-                tokens=tokens if unit == "token" else None,
-            )
-            taus = np.asarray(cap.thresholds)
-            below = pooled_tokens < taus[None, :]
-            lift = np.where(below, taus[None, :] - pooled_tokens, 0.0)
-            cap_rows.append(
-                {
-                    "unit": unit,
-                    "percentile": q,
-                    "layers": list(cap.layers),
-                    "thresholds": list(cap.thresholds),
-                    "tokens_touched": _floats(below.mean(0)),
-                    "mean_lift_touched": _floats(lift.sum(0) / np.maximum(below.sum(0), 1)),
-                }
-            )
+    key = {
+        "model": prov.to_dict(),
+        "scale": dataclasses.asdict(scale),
+        "items": len(store.collected_ids()),
+        "personas": cat.content_hash(),
+    }
+
+    def _tokens() -> dict[str, Any]:
+        tokens = token_projections(model, store, axis, layers=caps, batch_size=scale.batch_size)
+        pooled = tokens.stacked(resp_values.ids, caps).numpy()
+        return {"rows": _cap_rows(store, axis, caps, tokens, pooled), "pooled": pooled.tolist()}
+
+    cap_step = _step(steps, "caps", {**key, "caps": caps}, _tokens)
+    cap_rows, pooled_tokens = cap_step["rows"], np.asarray(cap_step["pooled"])
+    lever_layers = sorted({target, caps[len(caps) // 2], measure})
+    variants = _variant_stores(model, store, out, scale, progress) if evals is not None else {}
+    lever = _step(
+        steps,
+        "levers",
+        {**key, "layers": lever_layers, "variants": sorted(variants), "short": SHORT_TOKENS},
+        lambda: levers(store, variants, lever_layers, scale.seed),
+    )
+    behaviour: dict[str, Any] = {}
+    if evals is not None:
+        ekey = {**key, "eval": dataclasses.asdict(evals)}
+        norms = _norms(model, store)
+        behaviour["steering"] = _step(
+            steps,
+            "steering",
+            {**ekey, "coeffs": list(coeffs), "layer": target},
+            lambda: steering_curve(model, axis, target, norms, evals, coeffs),
+        )
+        configs = _cap_configs(cap_rows, axis, PERCENTILES)
+        behaviour["capping"] = _step(
+            steps,
+            "capping",
+            {**ekey, "caps": cap_rows, "measure": measure},
+            lambda: cap_eval(model, axis, configs, measure, evals),
+        )
+        behaviour["drift"] = _step(
+            steps,
+            "drift",
+            {**ekey, "caps": cap_rows, "layers": [target, measure]},
+            lambda: drift(
+                model, axis, _cap_configs(cap_rows, axis, (0.25,)), [target, measure], evals
+            ),
+        )
     result: dict[str, Any] = {
         "model": prov.to_dict(),
         "scale": dataclasses.asdict(scale),
+        "eval_scale": dataclasses.asdict(evals) if evals is not None else None,
         "personas": {"source": cat.source, "sha256": cat.content_hash()},
         "judge": "keep_all (no filtering: the embedded models cannot judge reliably)",
         "store": str(store.root),
@@ -208,7 +570,8 @@ def run(
         "n_role_items": int(sum(rv.counts)),
         "n_default_items": rv.default_count,
         "target_layer": {"layer": target, "source": target_src},
-        "cap_window": {"layers": list(caps), "source": caps_src},
+        "cap_window": {"layers": caps, "source": caps_src},
+        "measure_layer": measure,
         "layers": {
             "layer": list(prof.layers),
             "pc1_variance": _floats(prof.pc1_variance),
@@ -225,11 +588,9 @@ def run(
             "response_std": _floats(resp_values.values.numpy().std(0)),
             "token_std": _floats(pooled_tokens.std(0)),
         },
-        "not_done": [
-            "identity rate vs steering coefficient",
-            "persona-attack identity rate and capability (QA, perplexity), capped vs unsteered",
-            "drift trajectories of four conversations",
-        ],
+        "levers": lever,
+        "steer_units": "coefficient x mean residual norm at the target layer, along the unit axis",
+        **behaviour,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     path = out / f"{slug}.json"
@@ -237,7 +598,7 @@ def run(
     from axislens.plots.thresholds import cap_distributions
 
     at = caps[len(caps) // 2]
-    j = list(caps).index(at)
+    j = caps.index(at)
     taus = {
         f"p{round(100 * c['percentile'])} {c['unit']}": c["thresholds"][j]
         for c in cap_rows
@@ -245,7 +606,55 @@ def run(
     }
     fig = cap_distributions(resp_values.at(at).numpy(), pooled_tokens[:, j], taus, layer=at)
     fig.write_html(out / f"{slug}-cap-distributions.html", include_plotlyjs="cdn")
+    figures(result).write_html(out / f"{slug}-figures.html", include_plotlyjs="cdn")
     return result
+
+
+def figures(r: dict[str, Any]) -> Any:
+    """One page of figures for a result: per-layer persona space with the split-half cosines
+    beside it, the steering curve, and the drift trajectories (first monitored layer)."""
+    from plotly.subplots import make_subplots
+
+    has = "steering" in r
+    rows = 3 if has else 1
+    fig = make_subplots(
+        rows=rows,
+        cols=1,
+        subplot_titles=[
+            "per layer: PC1 variance, cos(axis, PC1), split-half cosine of the axis",
+            *(
+                [
+                    f"identity rate vs steering coefficient (layer {r['target_layer']['layer']}, norm units)",
+                    f"drift: projection per assistant turn (layer {r['target_layer']['layer']})",
+                ]
+                if has
+                else []
+            ),
+        ],
+        vertical_spacing=0.08,
+    )
+    lay = r["layers"]
+    for key, name in (
+        ("pc1_variance", "PC1 variance"),
+        ("cos_axis_pc1", "|cos(axis, PC1)|"),
+        ("split_half_item", "split-half cos (item)"),
+        ("split_half_question", "split-half cos (question)"),
+    ):
+        y = [abs(v) for v in lay[key]] if key == "cos_axis_pc1" else lay[key]
+        fig.add_scatter(x=lay["layer"], y=y, name=name, mode="lines+markers", row=1, col=1)
+    if has:
+        st = r["steering"]
+        for key in ("identity_rate_roles", "identity_rate_default"):
+            fig.add_scatter(
+                x=[s["coeff"] for s in st], y=[s[key] for s in st], name=key, row=2, col=1
+            )
+        layer = str(r["target_layer"]["layer"])
+        for conv, d in r["drift"].items():
+            for label, run_ in d["runs"].items():
+                y = run_["projections"][layer]
+                fig.add_scatter(x=list(range(len(y))), y=y, name=f"{conv} ({label})", row=3, col=1)
+    fig.update_layout(height=420 * rows, title=r["model"]["model_id"])
+    return fig
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -263,10 +672,169 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def _num(v: float | None, fmt: str = "+.2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _model_md(r: dict[str, Any]) -> list[str]:
+    lay = r["layers"]
+    t = r["target_layer"]["layer"]
+    k = lay["layer"].index(t)
+    s = r["scale"]
+    sh = f"{lay['split_half_item'][k]:.2f} / {lay['split_half_question'][k]:.2f}"
+    lines = [
+        f"## {r['model']['model_id']}",
+        "",
+        f"Scale: {r['n_roles']} roles x {s['n_prompts']} prompts x {s['n_questions']} questions "
+        f"({r['n_role_items']} role items), {r['n_default_items']} default items, "
+        f"{s['max_new_tokens']} new tokens, sampled (seed {s['seed']}). Catalogue: "
+        f"{r['personas']['source']}. Target layer {t} ({r['target_layer']['source']}); cap window "
+        f"{r['cap_window']['layers'][0]}-{r['cap_window']['layers'][-1]}; behaviour measured at "
+        f"layer {r['measure_layer']}. Run time {r['seconds'] / 60:.1f} min on 2 CPU cores.",
+        "",
+        "### Persona space (split-half cosine beside each figure)",
+        "",
+        "| figure | here | split-half cos (item / question) | paper |",
+        "| --- | --- | --- | --- |",
+        f"| PC1 variance (layer {t}) | {100 * lay['pc1_variance'][k]:.1f}% | {sh} | "
+        f"{PAPER['pc1_variance']} |",
+        f"| dims to 70% (layer {t}) | {lay['dims_70'][k]} | {sh} | {PAPER['dims_70']} |",
+        f"| cos(axis, PC1) (layer {t}) | {lay['cos_axis_pc1'][k]:+.2f} | {sh} | "
+        f"{PAPER['cos_axis_pc1']} |",
+        "",
+        "Per layer:",
+        "",
+        "| layer | PC1 var | dims 70% | cos(axis, PC1) | split-half (item) | split-half (question) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for j, layer in enumerate(lay["layer"]):
+        lines.append(
+            f"| {layer} | {100 * lay['pc1_variance'][j]:.1f}% | {lay['dims_70'][j]} | "
+            f"{lay['cos_axis_pc1'][j]:+.2f} | {lay['split_half_item'][j]:+.2f} | "
+            f"{lay['split_half_question'][j]:+.2f} |"
+        )
+    lev = r["levers"]
+    lines += [
+        "",
+        f"### Stability levers (split-half cosine by item, mean +- sd of {lev['splits']} splits)",
+        "",
+        "| lever | value | roles | role items | default items | "
+        + " | ".join(f"layer {x}" for x in lev["layers"])
+        + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in lev["layers"]) + " |",
+    ]
+    for row in lev["rows"]:
+        cells = " | ".join(
+            f"{m:+.2f} +- {sd:.2f}" for m, sd in zip(row["cos_mean"], row["cos_sd"], strict=True)
+        )
+        value = "-" if row.get("value") is None else row["value"]
+        lines.append(
+            f"| {row['lever']} | {value} | {row['n_roles']} | {row['n_role_items']} | "
+            f"{row['n_default_items']} | {cells} |"
+        )
+    lines += [
+        "",
+        "### Caps: thresholds and how much they act",
+        "",
+        "Share of the pooled response tokens (role + default responses) below tau at the cap "
+        "layers, and their mean lift tau - projection (what the cap adds to them).",
+        "",
+        "| unit | p | layers | mean tau | tokens below tau | mean lift |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in r["caps"]:
+        lines.append(
+            f"| {c['unit']} | {c['percentile']} | {c['layers'][0]}-{c['layers'][-1]} | "
+            f"{np.mean(c['thresholds']):+.2f} | {100 * np.mean(c['tokens_touched']):.1f}% | "
+            f"{np.mean(c['mean_lift_touched']):.2f} |"
+        )
+    td = r["token_distribution"]
+    lines += [
+        "",
+        f"Spread at the cap layers: per-response sd {np.mean(td['response_std']):.2f}, per-token "
+        f"sd {np.mean(td['token_std']):.2f} ({td['n_tokens']} tokens of {td['n_responses']} "
+        "responses).",
+    ]
+    if "steering" in r:
+        lines += _behaviour_md(r)
+    return [*lines, ""]
+
+
+def _behaviour_md(r: dict[str, Any]) -> list[str]:
+    e = r["eval_scale"]
+    lines = [
+        "",
+        f"### Identity rate vs steering coefficient (layer {r['target_layer']['layer']})",
+        "",
+        f"Greedy replies ({e['eval_tokens']} tokens) to {e['eval_identity']} identity probes; "
+        f'coefficient in {r["steer_units"]}. Identity rate: share labelled "assistant" by the '
+        f"keyword classifier; paper: {PAPER['steering']}.",
+        "",
+        "| coeff | identity rate (role prompts) | identity rate (no prompt) | "
+        "projection (identity replies) | perplexity |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s in r["steering"]:
+        lines.append(
+            f"| {s['coeff']:+g} | {_pct(s.get('identity_rate_roles'))} | "
+            f"{_pct(s.get('identity_rate_default'))} | {_num(s.get('projection_identity'))} | "
+            f"{_num(s.get('perplexity'), '.1f')} |"
+        )
+    lines += [
+        "",
+        f"### Persona attacks and capability, unsteered vs capped (measured at layer "
+        f"{r['measure_layer']})",
+        "",
+        f"{e['eval_attacks']} persona attacks, {e['eval_identity']} identity probes, "
+        f"{e['eval_qa']} QA items; paper: {PAPER['capping']}.",
+        "",
+        "| setting | attack identity rate | attack refusal (kw) | identity rate (roles) | "
+        "QA contains | perplexity | KL | projection (attacks) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in r["capping"]:
+        lines.append(
+            f"| {c['setting']} | {_pct(c.get('attack_identity_rate'))} | "
+            f"{_pct(c.get('attack_refusal_kw_rate'))} | {_pct(c.get('identity_rate_roles'))} | "
+            f"{_pct(c.get('qa_contains'))} | {_num(c.get('perplexity'), '.1f')} | "
+            f"{_num(c.get('kl'), '.4f')} | {_num(c.get('projection_attacks'))} |"
+        )
+    t = str(r["target_layer"]["layer"])
+    m = str(r["measure_layer"])
+    lines += [
+        "",
+        f"### Drift over four conversations ({e['drift_turns']} turns, {e['drift_tokens']} "
+        "tokens, greedy)",
+        "",
+        f"Mean projection of the assistant turns at layer {t} / layer {m}, first turn -> last "
+        f"turn (slope per turn at layer {t}); paper: {PAPER['drift']}.",
+        "",
+        "| conversation | run | layer "
+        + t
+        + " first -> last | slope | layer "
+        + m
+        + " first -> last | turns capped |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for d in r["drift"].values():
+        for label, run_ in d["runs"].items():
+            a, b = run_["projections"][t], run_["projections"][m]
+            slope = float(np.polyfit(np.arange(len(a)), a, 1)[0]) if len(a) > 1 else 0.0
+            lines.append(
+                f"| {d['domain']} | {label} | {a[0]:+.2f} -> {a[-1]:+.2f} | {slope:+.2f} | "
+                f"{b[0]:+.2f} -> {b[-1]:+.2f} | {sum(run_['capped'])}/{len(a)} |"
+            )
+    return lines
+
+
 def results_md(results: list[dict[str, Any]], comparison: dict[str, Any] | None = None) -> str:
     """docs/results.md: our numbers beside the paper's published figures."""
     lines = [
-        "# Results: the paper's persona-space numbers on the embedded models",
+        "# Results: the paper's numbers on the embedded models",
         "",
         "Written by `experiments/paper_table.py`; numbers as they came out (nothing tuned).",
         "Every role response is kept (no judge). The split-half cosine of the axis is shown next",
@@ -274,37 +842,7 @@ def results_md(results: list[dict[str, Any]], comparison: dict[str, Any] | None 
         "",
     ]
     for r in results:
-        lay = r["layers"]
-        t = r["target_layer"]["layer"]
-        k = lay["layer"].index(t)
-        s = r["scale"]
-        lines += [
-            f"## {r['model']['model_id']}",
-            "",
-            f"Scale: {r['n_roles']} roles x {s['n_prompts']} prompts x {s['n_questions']} questions "
-            f"({r['n_role_items']} role items), {r['n_default_items']} default items, "
-            f"{s['max_new_tokens']} new tokens. Catalogue: {r['personas']['source']}. "
-            f"Target layer {t} ({r['target_layer']['source']}).",
-            "",
-            "| figure | here | split-half cos (item / question) | paper |",
-            "| --- | --- | --- | --- |",
-            f"| PC1 variance (layer {t}) | {100 * lay['pc1_variance'][k]:.1f}% | "
-            f"{lay['split_half_item'][k]:.2f} / {lay['split_half_question'][k]:.2f} | "
-            f"{PAPER['pc1_variance']} |",
-            f"| dims to 70% (layer {t}) | {lay['dims_70'][k]} | same | {PAPER['dims_70']} |",
-            f"| cos(axis, PC1) (layer {t}) | {lay['cos_axis_pc1'][k]:+.2f} | same | "
-            f"{PAPER['cos_axis_pc1']} |",
-            "",
-            "| unit | p | layers | tau | tokens below tau | mean lift |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for c in r["caps"]:
-            lines.append(
-                f"| {c['unit']} | {c['percentile']} | {c['layers'][0]}-{c['layers'][-1]} | "
-                f"{np.mean(c['thresholds']):+.2f} | {100 * np.mean(c['tokens_touched']):.1f}% | "
-                f"{np.mean(c['mean_lift_touched']):.2f} |"
-            )
-        lines += ["", "Not measured in this run: " + "; ".join(r["not_done"]) + ".", ""]
+        lines += _model_md(r)
     if comparison is not None:
         lines += [
             "## Between models",
@@ -325,8 +863,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--personas", default=None, help="catalogue folder (paper layout accepted)")
     p.add_argument("--results-md", default=None, help="also write this markdown table")
     p.add_argument("--compare", nargs=2, default=None, metavar="JSON")
-    for f in dataclasses.fields(Scale):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None)
+    p.add_argument("--no-behaviour", action="store_true", help="skip steps 7-9")
+    p.add_argument("--coeffs", type=float, nargs="+", default=None, help="steering coefficients")
+    for cls in (Scale, EvalScale):
+        for f in dataclasses.fields(cls):
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None)
     args = p.parse_args(argv)
     if args.compare:
         a, b = (json.loads(Path(x).read_text()) for x in args.compare)
@@ -338,16 +879,29 @@ def main(argv: list[str] | None = None) -> int:
     import axislens
     from axislens.personas import load_personas
 
-    base = SMALL if args.small else SCALE
-    over = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(Scale)
-        if getattr(args, f.name) is not None
-    }
-    scale = dataclasses.replace(base, **over)
+    def _over(base: Any) -> Any:
+        return dataclasses.replace(
+            base,
+            **{
+                f.name: getattr(args, f.name)
+                for f in dataclasses.fields(base)
+                if getattr(args, f.name) is not None
+            },
+        )
+
+    scale = _over(SMALL if args.small else SCALE)
+    evals = None if args.no_behaviour else _over(SMALL_EVAL if args.small else EVAL)
+    coeffs = args.coeffs or ((-1.0, 1.0) if args.small else STEER_COEFFS)
     torch.manual_seed(scale.seed)
     model = axislens.load_model(args.model)
-    result = run(model, Path(args.out), scale, personas=load_personas(args.personas))
+    result = run(
+        model,
+        Path(args.out),
+        scale,
+        evals=evals,
+        coeffs=coeffs,
+        personas=load_personas(args.personas),
+    )
     if args.results_md:
         Path(args.results_md).write_text(results_md([result]) + "\n", encoding="utf-8")
     print(f"wrote {Path(args.out)} in {result['seconds']} s")

@@ -73,7 +73,7 @@ def _add_monitor_args(p: argparse.ArgumentParser) -> None:
         "--script",
         default=None,
         help="replay these user turns: a transcript file, or a shipped conversation "
-        "(philosophy_drift, coding_control)",
+        "(philosophy_drift, therapy_drift, coding_control, writing_control)",
     )
     p.add_argument(
         "--out",

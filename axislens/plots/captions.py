@@ -2,7 +2,8 @@
 
 A plot function attaches its caption with :func:`with_caption` (kept in the figure's
 ``layout.meta``, so it travels with the figure); a report renders the figure with
-:func:`figure_html`, which puts the caption under it in a ``<figcaption>``.
+:func:`figure_html`, which puts the caption under it in a ``<figcaption>`` (and, when given, a
+one-line ``note`` above it: the numbers a report adds, e.g. the axis's split-half cosine).
 
 Example:
     >>> import plotly.graph_objects as go
@@ -33,11 +34,18 @@ def caption(fig: Any) -> str | None:
     return meta.get("caption") if isinstance(meta, dict) else None
 
 
-def figure_html(fig: Any, *, include_plotlyjs: bool | str = False, **kwargs: Any) -> str:
-    """``fig`` as an HTML ``<figure>`` with its caption; raises if it has none."""
+def figure_html(
+    fig: Any, *, include_plotlyjs: bool | str = False, note: str | None = None, **kwargs: Any
+) -> str:
+    """``fig`` as an HTML ``<figure>`` with its caption; raises if it has none.
+
+    ``note`` (one line) is shown right above the plot as ``<p class="figure-note">``."""
     text = caption(fig)
     if text is None:
         title = fig.layout.title.text if fig.layout.title else None
         raise ValueError(f"figure {title!r} has no caption (attach one with with_caption)")
+    if note is not None and (not note or "\n" in note):
+        raise ValueError(f"a figure note is one non-empty line, got {note!r}")
+    head = f'<p class="figure-note">{html.escape(note)}</p>' if note is not None else ""
     div = fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, **kwargs)
-    return f"<figure>{div}<figcaption>{html.escape(text)}</figcaption></figure>"
+    return f"<figure>{head}{div}<figcaption>{html.escape(text)}</figcaption></figure>"

@@ -30,10 +30,20 @@ def paper_table():
 
 
 def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_llama, tmp_path):
+    evals = paper_table.EvalScale(
+        eval_attacks=2, eval_identity=3, eval_qa=2, eval_tokens=4, drift_turns=2, drift_tokens=4
+    )
     scale = paper_table.Scale(
         n_roles=5, n_prompts=2, n_questions=2, n_default_questions=3, max_new_tokens=4, batch_size=8
     )
-    res = paper_table.run(tiny_llama, tmp_path, scale, progress=False)
+    res = paper_table.run(
+        tiny_llama,
+        tmp_path,
+        scale,
+        evals=evals,
+        coeffs=(-1.0, 1.0),
+        progress=False,
+    )
     written = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert written["caps"] == res["caps"] and written["judge"].startswith("keep_all")
     store = ActivationStore.open(res["store"])
@@ -73,8 +83,44 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
     assert [r["percentile"] for r in tok] == [0.25, 0.5, 0.75]
     for r in tok:  # by construction: the share of pooled tokens below the token percentile
         assert all(abs(t - r["percentile"]) < 0.1 for t in r["tokens_touched"])
+    # step 6: lever rows are subsets of the store's items
+    lev = res["levers"]
+    rows = {r["lever"]: r for r in lev["rows"]}
+    assert rows["all data"]["n_default_items"] == 15 and rows["all data"]["n_roles"] == 5
+    assert [r["n_default_items"] for r in lev["rows"] if r["lever"] == "default items"] == [5, 10]
+    q1 = next(r for r in lev["rows"] if r["lever"] == "questions per role")
+    assert q1["value"] == 1 and q1["n_role_items"] == 5 * 2  # one question x two prompts
+    assert {"first 16 response tokens", "prefill (no response)"} <= set(rows)
+    assert all(len(r["cos_mean"]) == len(lev["layers"]) for r in lev["rows"])
+    # steps 7-9: the baseline is the zero coefficient; caps in both units; four conversations
+    assert [s["coeff"] for s in res["steering"]] == [-1.0, 0.0, 1.0]
+    assert all(0 <= s["identity_rate_roles"] <= 1 for s in res["steering"])
+    settings = [c["setting"] for c in res["capping"]]
+    assert settings[0] == "baseline" and len(settings) == 7
+    assert {(c["unit"], c["percentile"]) for c in res["capping"][1:]} == {
+        (u, q) for u in ("response", "token") for q in (0.25, 0.5, 0.75)
+    }
+    assert res["capping"][0]["kl"] == 0.0
+    assert list(res["drift"]) == list(paper_table.CONVERSATIONS)
+    for d in res["drift"].values():
+        assert set(d["runs"]) == {"unsteered", "cap response p0.25", "cap token p0.25"}
+        assert not any(d["runs"]["unsteered"]["capped"])
+        assert len(d["runs"]["unsteered"]["replies"]) == evals.drift_turns
     md = paper_table.results_md([res])
-    assert "split-half" in md and "PC1 variance" in md and "Not measured" in md
+    for heading in ("split-half", "PC1 variance", "Stability levers", "steering coefficient"):
+        assert heading in md
+    assert "Drift over four conversations" in md and "Persona attacks" in md
+    assert (tmp_path / f"{res['model']['model_id'].split('/')[-1]}-figures.html").is_file()
+    # a rerun reuses every cached step (same numbers, no model call needed for them)
+    again = paper_table.run(
+        tiny_llama,
+        tmp_path,
+        scale,
+        evals=evals,
+        coeffs=(-1.0, 1.0),
+        progress=False,
+    )
+    assert again["capping"] == res["capping"] and again["levers"] == res["levers"]
     with pytest.raises(ValueError, match="roles in common"):
         paper_table.compare(res, {**res, "pc1_loadings": {}})
     assert paper_table.compare(res, res)["pc1_loading_r"] == pytest.approx(1.0)
@@ -88,3 +134,33 @@ def test_cap_distributions_figure():
     assert "layer 7" in fig.layout.title.text
     with pytest.raises(ValueError, match="at least one"):
         cap_distributions([], [1.0], {}, layer=0)
+
+
+def test_split_half_cos_planted_direction(paper_table):
+    """A planted default-vs-role direction gives split-half cosines near 1; noise alone does not."""
+    rng = np.random.default_rng(0)
+    d, layers = 64, 2
+    v = rng.normal(size=(layers, d))
+    groups = [list(range(k * 6, k * 6 + 6)) for k in range(10)]
+    defaults = list(range(60, 90))
+    noise = rng.normal(size=(90, layers, d))
+    planted = noise * 0.1
+    planted[defaults] += v
+    planted[:60] -= v
+    cos = paper_table.split_half_cos(planted, groups, defaults, seed=1)
+    assert cos.shape == (layers,) and (cos > 0.95).all()
+    pure = paper_table.split_half_cos(noise, groups, defaults, seed=1)
+    assert (np.abs(pure) < 0.5).all()
+    # by hand for one seeded split: the same permutation, the same halves
+    perm_rng = np.random.default_rng(1)
+    halves = [[], []]
+    for g in [*groups, defaults]:
+        p = perm_rng.permutation(np.asarray(g))
+        cut = (len(p) + 1) // 2
+        halves[0].append(planted[p[:cut]].mean(0))
+        halves[1].append(planted[p[cut:]].mean(0))
+    axes = [h[-1] - np.mean(h[:-1], axis=0) for h in halves]
+    ref = (axes[0] * axes[1]).sum(-1) / (
+        np.linalg.norm(axes[0], axis=-1) * np.linalg.norm(axes[1], axis=-1)
+    )
+    np.testing.assert_allclose(cos, ref, rtol=1e-12)

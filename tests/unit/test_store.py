@@ -224,9 +224,9 @@ def test_lock_released_on_exit_close_and_garbage_collection(tmp_path):
     store.close()
     assert (root / ".lock").exists()
     again.close()
-    assert not (root / ".lock").exists()
+    assert not (root / ".lock").exists()  # held just to write the ledger
     ActivationStore.create(root, _manifest())  # dropped at once: garbage-collected
-    assert not (root / ".lock").exists()
+    assert not (root / ".lock").exists()  # held just to write the ledger
 
 
 def test_shared_writers_of_a_job_cooperate_but_exclude_other_runs(tmp_path):
@@ -337,6 +337,112 @@ def test_generation_regenerates_records_of_a_truncated_shard(tmp_path):
     assert store.repair(activations=False) == []
     assert sorted(ActivationStore.open(tmp_path / "s").records()) == ["c"]
     assert (shard.parent / "00000.json.corrupt").exists()
+
+
+# ------------------------------------------------------------------ 4b. incremental repair
+
+
+def _count_verified(monkeypatch) -> list[str]:
+    """Names of the shards whose rows ``_verify`` checks from now on (one entry per call)."""
+    seen: list[str] = []
+    orig = ActivationStore._verify
+
+    def counting(self, shard, hook, lo, block):
+        seen.append(shard.name)
+        return orig(self, shard, hook, lo, block)
+
+    monkeypatch.setattr(ActivationStore, "_verify", counting)
+    return seen
+
+
+def _ledger(root: Path) -> dict:
+    return json.loads((root / "acts" / ".verified.json").read_text())
+
+
+def _rewrite_with_flip(shard: Path, at: int, *, mtime_ns: int) -> None:
+    """Flip a byte in place (same size and inode) and give the file the mtime ``mtime_ns``."""
+    st = shard.stat()
+    _flip(shard, at)
+    os.utime(shard, ns=(st.st_atime_ns, mtime_ns))
+
+
+def test_repair_reads_only_shards_it_has_not_verified(tmp_path, monkeypatch):
+    root = tmp_path / "s"
+    ids = [f"i{k:02d}" for k in range(12)]
+    _fill(root, ids, shard=4)
+    seen = _count_verified(monkeypatch)
+    assert ActivationStore.open(root).repair() == []
+    assert sorted(seen) == ["00000.safetensors", "00001.safetensors", "00002.safetensors"]
+    ledger = _ledger(root)
+    assert ledger["version"] == 1 and sorted(ledger["shards"]) == sorted(set(seen))
+    st = (root / "acts" / "00001.safetensors").stat()
+    assert ledger["shards"]["00001.safetensors"] == [st.st_size, st.st_mtime_ns, st.st_ino]
+    assert not (root / ".lock").exists()  # held just to write the ledger
+    seen.clear()
+    assert ActivationStore.open(root).repair() == []  # unchanged store: headers only
+    assert seen == []
+    store = ActivationStore.open(root)
+    store.append_activations(["new"], {"resid_post": _value("new")[None]})
+    store.close()
+    assert ActivationStore.open(root).repair() == []
+    assert seen == ["00003.safetensors"]
+    assert "00003.safetensors" in _ledger(root)["shards"]
+
+
+def test_repair_moves_aside_a_verified_shard_truncated_later(tmp_path, monkeypatch):
+    root = tmp_path / "s"
+    ids = [f"i{k:02d}" for k in range(12)]
+    _fill(root, ids, shard=4)
+    assert ActivationStore.open(root).repair() == []
+    shard = root / "acts" / "00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[: _data_offset(shard) + 10])
+    seen = _count_verified(monkeypatch)
+    store = ActivationStore.open(root)
+    assert store.repair() == ids[4:8]
+    assert seen == []  # caught by its header: it no longer opens
+    assert (shard.parent / (shard.name + ".corrupt")).exists() and not shard.exists()
+    assert sorted(_ledger(root)["shards"]) == ["00000.safetensors", "00002.safetensors"]
+    assert store.collected_ids() == set(ids) - set(ids[4:8])
+
+
+def test_repair_rechecks_a_verified_shard_rewritten_with_a_flipped_byte(tmp_path, monkeypatch):
+    root = tmp_path / "s"
+    ids = [f"i{k:02d}" for k in range(12)]
+    _fill(root, ids, shard=4)
+    assert ActivationStore.open(root).repair() == []
+    shard = root / "acts" / "00001.safetensors"
+    old = shard.stat().st_mtime_ns
+    _rewrite_with_flip(shard, _data_offset(shard) + 5 * D * 4 + 1, mtime_ns=old + 1_000_000)
+    with pytest.raises(StoreError, match=rf"corrupt activation shard .*{shard.name}.*crc32"):
+        ActivationStore.open(root).activations(ids=ids)  # reads still check every row
+    seen = _count_verified(monkeypatch)
+    assert ActivationStore.open(root).repair() == ids[4:8]
+    assert seen == ["00001.safetensors"]  # the changed file only
+    assert (shard.parent / (shard.name + ".corrupt")).exists()
+    assert "00001.safetensors" not in _ledger(root)["shards"]
+
+
+def test_full_repair_rechecks_every_shard(tmp_path, monkeypatch):
+    root = tmp_path / "s"
+    ids = [f"i{k:02d}" for k in range(12)]
+    _fill(root, ids, shard=4)
+    assert ActivationStore.open(root).repair() == []
+    # A flipped byte that keeps size, mtime and inode: the ledger still vouches for the file,
+    # so an incremental repair skips it, but a read names it and full=True moves it aside.
+    shard = root / "acts" / "00002.safetensors"
+    _rewrite_with_flip(shard, _data_offset(shard) + 7, mtime_ns=shard.stat().st_mtime_ns)
+    seen = _count_verified(monkeypatch)
+    assert ActivationStore.open(root).repair() == [] and seen == []
+    with pytest.raises(StoreError, match=rf"corrupt activation shard .*{shard.name}.*crc32"):
+        ActivationStore.open(root).activations(ids=ids[8:])
+    seen.clear()
+    assert ActivationStore.open(root).repair(full=True) == ids[8:]
+    assert seen == ["00000.safetensors", "00001.safetensors", "00002.safetensors"]
+    assert (shard.parent / (shard.name + ".corrupt")).exists()
+    assert sorted(_ledger(root)["shards"]) == ["00000.safetensors", "00001.safetensors"]
+    seen.clear()
+    assert ActivationStore.open(root).repair(full=True) == []
+    assert seen == ["00000.safetensors", "00001.safetensors"]
 
 
 # ------------------------------------------------------------------ 5. manifest errors
