@@ -731,6 +731,14 @@ class DemoConfig:
     n_roles: int | None = 48
     n_prompts: int = 2
     n_questions: int = 3
+    n_default_prompts: int | None = 5
+    """Default (no-role) prompts; ``None``: ``n_prompts``. The default set is one set that every
+    role is compared against, so more default items steady the axis most cheaply."""
+    n_default_questions: int | None = 40
+    """Questions per default prompt; ``None``: ``n_questions``. The defaults (5 x 40 = 200
+    default items) come from ``experiments/paper_table.py``'s lever study on SmolLM2-135M: with
+    all else fixed, the axis's split-half cosine rose from about 0.2 with 5 default items to
+    0.8 with 50 and 0.9 with 200 (docs/results.md)."""
     max_new_tokens: int = 48
     batch_size: int = 16
     judge: DemoJudge = "keep_all"
@@ -758,6 +766,8 @@ class DemoConfig:
             n_roles=None,
             n_prompts=5,
             n_questions=240,
+            n_default_prompts=None,
+            n_default_questions=None,
             max_new_tokens=512,
             batch_size=64,
             judge="openai",
@@ -924,6 +934,12 @@ def run_demo(
         n_prompts=cfg.n_prompts,
         n_questions=cfg.n_questions,
         roles=roles,
+        **({"default_prompts": cfg.n_default_prompts} if cfg.n_default_prompts is not None else {}),
+        **(
+            {"default_questions": cfg.n_default_questions}
+            if cfg.n_default_questions is not None
+            else {}
+        ),
         **({"engine": backend.name} if backend is not None else {}),
     )
     manifest = collection_manifest(
@@ -941,6 +957,8 @@ def run_demo(
             roles=roles,
             n_prompts=cfg.n_prompts,
             n_questions=cfg.n_questions,
+            default_prompts=cfg.n_default_prompts,
+            default_questions=cfg.n_default_questions,
             max_new_tokens=cfg.max_new_tokens,
             seed=cfg.seed,
             batch_size=cfg.batch_size,

@@ -831,8 +831,11 @@ def _behaviour_md(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def results_md(results: list[dict[str, Any]], comparison: dict[str, Any] | None = None) -> str:
-    """docs/results.md: our numbers beside the paper's published figures."""
+def results_md(
+    results: list[dict[str, Any]], comparison: dict[str, Any] | None = None, notes: str = ""
+) -> str:
+    """docs/results.md: our numbers beside the paper's published figures (``notes``: a
+    hand-written reading of them, placed after the introduction)."""
     lines = [
         "# Results: the paper's numbers on the embedded models",
         "",
@@ -840,6 +843,7 @@ def results_md(results: list[dict[str, Any]], comparison: dict[str, Any] | None 
         "Every role response is kept (no judge). The split-half cosine of the axis is shown next",
         "to every figure: where it is low, the figure rests on noise.",
         "",
+        *([notes.strip(), ""] if notes.strip() else []),
     ]
     for r in results:
         lines += _model_md(r)
@@ -863,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--personas", default=None, help="catalogue folder (paper layout accepted)")
     p.add_argument("--results-md", default=None, help="also write this markdown table")
     p.add_argument("--compare", nargs=2, default=None, metavar="JSON")
+    p.add_argument("--notes", default=None, help="markdown placed after the introduction")
     p.add_argument("--no-behaviour", action="store_true", help="skip steps 7-9")
     p.add_argument("--coeffs", type=float, nargs="+", default=None, help="steering coefficients")
     for cls in (Scale, EvalScale):
@@ -874,7 +879,10 @@ def main(argv: list[str] | None = None) -> int:
         cmp = compare(a, b)
         print(json.dumps(cmp, indent=1))
         if args.results_md:
-            Path(args.results_md).write_text(results_md([a, b], cmp) + "\n", encoding="utf-8")
+            notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
+            Path(args.results_md).write_text(
+                results_md([a, b], cmp, notes) + "\n", encoding="utf-8"
+            )
         return 0
     import axislens
     from axislens.personas import load_personas

@@ -394,6 +394,8 @@ _DEMO = {
     "n_roles": 48,
     "n_prompts": 2,
     "n_questions": 3,
+    "n_default_prompts": 5,
+    "n_default_questions": 40,
     "max_new_tokens": 48,
     "batch_size": 16,
     "judge": "keep_all",
@@ -417,6 +419,18 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--questions", type=positive_int, default=_DEMO["n_questions"], help="questions per prompt"
+    )
+    p.add_argument(
+        "--default-prompts",
+        type=positive_int,
+        default=_DEMO["n_default_prompts"],
+        help="default (no-role) system prompts: one set every role is compared against",
+    )
+    p.add_argument(
+        "--default-questions",
+        type=positive_int,
+        default=_DEMO["n_default_questions"],
+        help="questions per default prompt (more default items: a steadier axis)",
     )
     p.add_argument(
         "--max-new-tokens",
@@ -473,6 +487,19 @@ def check_catalogue(personas: Any, roles: Any, n_prompts: int, n_questions: int)
         )
 
 
+def check_defaults(personas: Any, n_prompts: int, n_questions: int) -> None:
+    """Raise ``ValueError`` naming ``--default-prompts``/``--default-questions`` when the
+    catalogue cannot supply them."""
+    have = len(personas.default.system_prompts)
+    if n_prompts > have:
+        raise ValueError(f"--default-prompts {n_prompts}: the catalogue has {have} default prompts")
+    if n_questions > len(personas.questions):
+        raise ValueError(
+            f"--default-questions {n_questions}: the catalogue has {len(personas.questions)} "
+            "questions"
+        )
+
+
 @command(
     "demo",
     _add_demo_args,
@@ -486,6 +513,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if not args.full:
         check_catalogue(load_personas(args.personas), args.roles, args.prompts, args.questions)
+        check_defaults(load_personas(args.personas), args.default_prompts, args.default_questions)
     backend = backend_from_args(args)
     engine = (
         {
@@ -502,6 +530,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         n_roles=args.roles,
         n_prompts=args.prompts,
         n_questions=args.questions,
+        n_default_prompts=args.default_prompts,
+        n_default_questions=args.default_questions,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         judge=args.judge,
@@ -524,6 +554,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         max_new_tokens=cfg.max_new_tokens,
         device="engine" if backend is not None else cfg.device,
         command="demo",
+        default_prompts=cfg.n_default_prompts,
+        default_questions=cfg.n_default_questions,
     )
     print(plan.describe(), flush=True)
     plan.check(args.yes)

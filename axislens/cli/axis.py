@@ -75,7 +75,7 @@ def _add_axis_args(p: argparse.ArgumentParser) -> None:
 )
 def _cmd_axis(args: argparse.Namespace) -> int:
     from axislens.model.hooks import parse_layers
-    from axislens.pipelines import run_axis
+    from axislens.pipelines import _stability_row, run_axis
 
     if args.cap_layers is not None:
         parse_layers(args.cap_layers, "--cap-layers")  # syntax errors before reading the store
@@ -100,6 +100,8 @@ def _cmd_axis(args: argparse.Namespace) -> int:
         f"{len(summary['roles_excluded'])} excluded, {summary['n_default']} default responses\n"
         f"layer {pca['layer']}: PC1 explains {100 * pca['pc1_variance']:.1f}% of variance, "
         f"{pca['dims']['70']} dims reach 70%, cos(axis, PC1) = {pca['cos_axis_pc1']:.3f}\n"
+        f"{': '.join(_stability_row(summary['stability'], pca['layer']))} "
+        "(near 1: a stable axis; near 0: noise)\n"
         f"cap: layers {summary['cap']['layers']} at the {100 * args.percentile:g}th percentile\n"
         f"wrote {', '.join(summary['files'])} to {args.out}"
     )

@@ -128,9 +128,13 @@ def collect_plan(
     generate: bool = True,
     device: str = "cpu",
     command: str = "collect",
+    default_prompts: int | None = None,
+    default_questions: int | None = None,
 ) -> RunPlan:
     """The plan of a :func:`~axislens.pipelines.run_collect` run (nothing loaded: the items are
-    counted from the catalogue). ``generate=False`` (prefill mode) generates no tokens."""
+    counted from the catalogue). ``generate=False`` (prefill mode) generates no tokens;
+    ``default_prompts`` / ``default_questions`` size the default set as in
+    :func:`~axislens.collection.responses.persona_items`."""
     from axislens.collection.responses import persona_items
 
     if isinstance(roles, int):
@@ -143,7 +147,10 @@ def collect_plan(
         n_prompts=n_prompts,
         n_questions=n_questions,
         include_default=include_default,
+        default_prompts=default_prompts,
+        default_questions=default_questions,
     )
+    n_defaults = sum(1 for i in items if i.kind == "default")
     n_roles = len(names) if names is not None else len(personas.roles)
     return RunPlan(
         command,
@@ -151,5 +158,5 @@ def collect_plan(
         new_tokens=len(items) * max_new_tokens if generate else 0,
         device=device,
         detail=f"{n_roles} roles x {n_prompts} prompts x {n_questions} questions"
-        + (" + default prompts" if include_default else ""),
+        + (f" + {n_defaults} default items" if include_default else ""),
     )

@@ -76,33 +76,52 @@ def persona_items(
     n_questions: int = 240,
     include_default: bool = True,
     model_name: str = "the assistant",
+    default_prompts: int | None = None,
+    default_questions: int | None = None,
 ) -> list[Any]:
     """The (system prompt, question) items of a persona run, without responses.
 
     Ids are stable: ``role/<name>/p<k>/<question id>`` and ``default/p<k>/<question id>``.
     Roles default to the whole catalogue; questions are the first ``n_questions`` of the
     catalogue's spread order (topics interleaved).
+
+    The default responses are *one* set that every role is compared against, so the axis's
+    noise falls with their number: ``default_prompts`` x ``default_questions`` (default
+    ``n_prompts`` x ``n_questions``, as for one role) sets it on its own, e.g. all default
+    prompts x 40 questions.
+
+    Example:
+        >>> items = persona_items(load_personas(), roles=["ghost"], n_prompts=2, n_questions=3,
+        ...                       default_prompts=5, default_questions=20)  # doctest: +SKIP
+        >>> sum(i.kind == "default" for i in items)  # doctest: +SKIP
+        100
     """
     from axislens.store import ItemRecord
 
-    if n_prompts < 1 or n_questions < 1:
-        raise ValueError(f"n_prompts and n_questions must be >= 1, got {n_prompts}, {n_questions}")
-    questions = personas.spread_questions()[:n_questions]
+    d_prompts = n_prompts if default_prompts is None else default_prompts
+    d_questions = n_questions if default_questions is None else default_questions
+    if min(n_prompts, n_questions, d_prompts, d_questions) < 1:
+        raise ValueError(
+            "n_prompts, n_questions, default_prompts and default_questions must be >= 1, got "
+            f"{n_prompts}, {n_questions}, {d_prompts}, {d_questions}"
+        )
+    spread = personas.spread_questions()
+    questions = spread[:n_questions]
     chosen = [personas.role(r) for r in roles] if roles is not None else list(personas.roles)
     items = []
 
-    def add(kind: str, role: str, k: int, system: str, prefix: str) -> None:
-        for q in questions:
+    def add(kind: str, role: str, k: int, system: str, prefix: str, qs: Sequence[Any]) -> None:
+        for q in qs:
             msgs: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
             msgs.append({"role": "user", "content": q.text})
             items.append(ItemRecord(f"{prefix}/p{k}/{q.id}", kind, role, k, q.id, tuple(msgs)))  # type: ignore[arg-type]
 
     for role in chosen:
         for k, prompt in enumerate(role.system_prompts[:n_prompts]):
-            add("role", role.name, k, prompt, f"role/{role.name}")
+            add("role", role.name, k, prompt, f"role/{role.name}", questions)
     if include_default:
-        for k, prompt in enumerate(personas.default.render(model_name)[:n_prompts]):
-            add("default", "default", k, prompt, "default")
+        for k, prompt in enumerate(personas.default.render(model_name)[:d_prompts]):
+            add("default", "default", k, prompt, "default", spread[:d_questions])
     return items
 
 
@@ -123,8 +142,13 @@ def generate_responses(
     backend: Backend | None = None,
     progress: bool = True,
     items: Sequence[Any] | None = None,
+    default_prompts: int | None = None,
+    default_questions: int | None = None,
 ) -> list[Any]:
     """Generate role (and default) responses into ``store``; returns the completed records.
+
+    ``default_prompts`` / ``default_questions`` size the default set on its own
+    (:func:`persona_items`; default: as one role).
 
     ``store`` is an :class:`~axislens.store.ActivationStore` or a folder (created if new, with
     the model and generation settings in its manifest, as ``collect`` writes them).
@@ -165,6 +189,8 @@ def generate_responses(
             n_questions=n_questions,
             include_default=include_default,
             model_name=model_name,
+            default_prompts=default_prompts,
+            default_questions=default_questions,
         )
     if isinstance(store, (str, os.PathLike)):  # a folder, as collect() takes: created if new
         from axislens.store import ActivationStore

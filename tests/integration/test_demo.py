@@ -19,6 +19,8 @@ def reduced_demo_config(out) -> DemoConfig:
         n_roles=6,
         n_prompts=2,
         n_questions=2,
+        n_default_prompts=3,  # the default set is sized on its own: 3 prompts x 4 questions
+        n_default_questions=4,
         max_new_tokens=6,
         replay_tokens=4,
         batch_size=8,
@@ -35,8 +37,11 @@ def demo_run(tiny_llama, tmp_path_factory):
 def test_reduced_demo_summary_is_consistent_with_the_store(demo_run, tiny_llama):
     cfg, summary = demo_run
     store = ActivationStore.open(f"{cfg.out}/store")
-    # 6 roles x 2 prompts x 2 questions + 2 default prompts x 2 questions
-    assert summary["items"]["responses"] == 6 * 2 * 2 + 2 * 2
+    # 6 roles x 2 prompts x 2 questions + 3 default prompts x 4 questions
+    assert summary["items"]["responses"] == 6 * 2 * 2 + 3 * 4
+    defaults = store.query(kind="default")
+    assert len(defaults) == 12 and {r.prompt_index for r in defaults} == {0, 1, 2}
+    assert store.manifest["generation"]["default_questions"] == 4
     on_disk = json.loads((store.root.parent / "summary.json").read_text())
     assert on_disk["pc1_variance"] == summary["pc1_variance"]
     mid = summary["middle_layer"]

@@ -264,6 +264,8 @@ def test_demo_generates_through_the_engine(vllm, tiny_llama, tmp_path):
         n_roles=6,
         n_prompts=2,
         n_questions=2,
+        n_default_prompts=2,
+        n_default_questions=2,
         max_new_tokens=8,
         replay_tokens=4,
         min_count=2,

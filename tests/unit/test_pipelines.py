@@ -36,6 +36,8 @@ def _config(out: Path) -> DemoConfig:
         n_roles=4,
         n_prompts=2,
         n_questions=2,
+        n_default_prompts=2,
+        n_default_questions=2,
         max_new_tokens=6,
         replay_tokens=4,
         batch_size=8,

@@ -742,6 +742,8 @@ def test_cli_axis_writes_consistent_files(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "role05 (2)" in text and "1 excluded" in text
     summary = json.loads((out / "summary.json").read_text())
+    at = summary["stability"]["at_layer"]
+    assert f"split-half cos (item / question), layer 1: {at['by_item']:+.3f}" in text
     axis = Direction.load(out / "axis.safetensors")
     np.testing.assert_allclose(
         axis.vectors.double().numpy(), p.reference_axis(min_count=4), rtol=1e-6, atol=1e-6

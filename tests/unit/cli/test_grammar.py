@@ -192,6 +192,8 @@ def test_old_positional_model_still_works_with_a_note(capsys, no_load) -> None:
         (["demo", "--roles", "0"], "--roles: must be >= 1"),
         (["demo", "--prompts", "9"], "--prompts 9: the roles have only 5"),
         (["demo", "--batch-size", "0"], "--batch-size: must be >= 1"),
+        (["demo", "--default-prompts", "9"], "--default-prompts 9: the catalogue has 5"),
+        (["demo", "--default-questions", "999"], "--default-questions 999: the catalogue has"),
         (["steer", "--axis", "a", "--layers", "1", "--coeff", "nan", "hi"], "--coeff"),
         (
             ["steer", "--axis", "missing.safetensors", "--layers", "1", "--coeff", "1", "hi"],
