@@ -507,10 +507,14 @@ def run(
     axis = rv.axis()
     prof = layer_profile(rv)
     pca = persona_pca(rv, target)
-    halves = {
-        by: split_half(store, by=by, min_score=None, min_count=1, seed=scale.seed)
-        for by in ("item", "question")
-    }
+    halves: dict[str, list[float] | None] = {}
+    unsplit: dict[str, str] = {}
+    for by in ("item", "question"):
+        try:
+            sh = split_half(store, by=by, min_score=None, min_count=1, seed=scale.seed)
+            halves[by] = _floats(sh.cosines)
+        except ValueError as err:  # e.g. every role's few questions fell in one half
+            halves[by], unsplit[by] = None, str(err)
     resp_values = project_store(store, axis, layers=caps)
     key = {
         "model": prov.to_dict(),
@@ -577,8 +581,9 @@ def run(
             "pc1_variance": _floats(prof.pc1_variance),
             "dims_70": list(prof.dims_70),
             "cos_axis_pc1": _floats(prof.cos_axis_pc1),
-            "split_half_item": _floats(halves["item"].cosines),
-            "split_half_question": _floats(halves["question"].cosines),
+            "split_half_item": halves["item"],
+            "split_half_question": halves["question"],
+            "split_half_unavailable": unsplit,
         },
         "pc1_loadings": dict(zip(pca.names, _floats(pca.pc1_loadings), strict=True)),
         "caps": cap_rows,
@@ -640,6 +645,8 @@ def figures(r: dict[str, Any]) -> Any:
         ("split_half_item", "split-half cos (item)"),
         ("split_half_question", "split-half cos (question)"),
     ):
+        if lay[key] is None:
+            continue
         y = [abs(v) for v in lay[key]] if key == "cos_axis_pc1" else lay[key]
         fig.add_scatter(x=lay["layer"], y=y, name=name, mode="lines+markers", row=1, col=1)
     if has:
@@ -680,12 +687,17 @@ def _num(v: float | None, fmt: str = "+.2f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _at(values: list[float] | None, k: int) -> str:
+    """``values[k]`` as ``+0.12``, or ``n/a`` when that split could not be made."""
+    return "n/a" if values is None else f"{values[k]:+.2f}"
+
+
 def _model_md(r: dict[str, Any]) -> list[str]:
     lay = r["layers"]
     t = r["target_layer"]["layer"]
     k = lay["layer"].index(t)
     s = r["scale"]
-    sh = f"{lay['split_half_item'][k]:.2f} / {lay['split_half_question'][k]:.2f}"
+    sh = f"{_at(lay['split_half_item'], k)} / {_at(lay['split_half_question'], k)}"
     lines = [
         f"## {r['model']['model_id']}",
         "",
@@ -714,9 +726,11 @@ def _model_md(r: dict[str, Any]) -> list[str]:
     for j, layer in enumerate(lay["layer"]):
         lines.append(
             f"| {layer} | {100 * lay['pc1_variance'][j]:.1f}% | {lay['dims_70'][j]} | "
-            f"{lay['cos_axis_pc1'][j]:+.2f} | {lay['split_half_item'][j]:+.2f} | "
-            f"{lay['split_half_question'][j]:+.2f} |"
+            f"{lay['cos_axis_pc1'][j]:+.2f} | {_at(lay['split_half_item'], j)} | "
+            f"{_at(lay['split_half_question'], j)} |"
         )
+    for by, why in lay.get("split_half_unavailable", {}).items():
+        lines += ["", f"The split by {by} could not be made: {why}."]
     lev = r["levers"]
     lines += [
         "",
