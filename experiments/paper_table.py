@@ -218,17 +218,28 @@ def split_half_cos(
     return num / (np.linalg.norm(axes[0], axis=-1) * np.linalg.norm(axes[1], axis=-1))
 
 
-def _lever_row(
-    x: np.ndarray, groups: Sequence[Sequence[int]], defaults: Sequence[int], seed: int, **what: Any
-) -> dict[str, Any]:
-    cos = np.stack([split_half_cos(x, groups, defaults, seed + k) for k in range(LEVER_SPLITS)])
+Draw = Callable[[np.random.Generator], tuple[Sequence[Sequence[int]], Sequence[int]]]
+"""A subset of the data for one repeat: ``rng -> (role groups, default rows)``."""
+
+
+def _lever_row(x: np.ndarray, draw: Draw, seed: int, salt: int, **what: Any) -> dict[str, Any]:
+    """Split-half cosines over ``LEVER_SPLITS`` repeats; each repeat draws its own subset
+    (``draw``) and its own split, so the spread covers both."""
+    cos, sizes = [], []
+    for k in range(LEVER_SPLITS):
+        groups, defaults = draw(np.random.default_rng([seed, salt, k]))
+        cos.append(split_half_cos(x, groups, defaults, seed + k))
+        sizes.append(
+            (sum(1 for g in groups if len(g) >= 2), sum(len(g) for g in groups), len(defaults))
+        )
+    c = np.stack(cos)
     return {
         **what,
-        "n_roles": sum(1 for g in groups if len(g) >= 2),
-        "n_role_items": int(sum(len(g) for g in groups)),
-        "n_default_items": len(defaults),
-        "cos_mean": _floats(cos.mean(0)),
-        "cos_sd": _floats(cos.std(0)),
+        "n_roles": sizes[0][0],
+        "n_role_items": int(sizes[0][1]),
+        "n_default_items": sizes[0][2],
+        "cos_mean": _floats(c.mean(0)),
+        "cos_sd": _floats(c.std(0)),
     }
 
 
@@ -251,35 +262,48 @@ def levers(
     (other stores of the same items: ``short``, ``prefill``) at full size."""
     ids, roles, defaults, qids = _layout(store)
     x = store.activations(ids=ids, layers=list(layers), dtype=torch.float64).numpy()
-    rng = np.random.default_rng(seed)
+    groups = list(roles.values())
     rows: list[dict[str, Any]] = [
-        _lever_row(x, list(roles.values()), defaults, seed, lever="all data")
+        _lever_row(x, lambda _: (groups, defaults), seed, 0, lever="all data")
     ]
     for k in (5, 10, 25, 50, 100, 200):
         if k < len(defaults):
-            sub = sorted(rng.choice(defaults, size=k, replace=False).tolist())
-            rows.append(_lever_row(x, list(roles.values()), sub, seed, lever="default items"))
+            rows.append(
+                _lever_row(
+                    x,
+                    lambda rng, k=k: (groups, sorted(rng.choice(defaults, k, replace=False))),
+                    seed,
+                    1,
+                    lever="default items",
+                )
+            )
     per_role_q = {r: sorted({qids[i] for i in rows_}) for r, rows_ in roles.items()}
     n_q = max(len(q) for q in per_role_q.values())
     for q in range(1, n_q):
-        groups = [[i for i in g if qids[i] in per_role_q[r][:q]] for r, g in roles.items()]
-        rows.append(_lever_row(x, groups, defaults, seed, lever="questions per role", value=q))
+        fewer = [[i for i in g if qids[i] in per_role_q[r][:q]] for r, g in roles.items()]
+        rows.append(
+            _lever_row(
+                x, lambda _, g=fewer: (g, defaults), seed, 2, lever="questions per role", value=q
+            )
+        )
     names = list(roles)
     for k in (10, 25, 50):
         if k < len(names):
-            keep = rng.choice(len(names), size=k, replace=False)
-            groups = [roles[names[int(i)]] for i in sorted(keep)]
-            rows.append(_lever_row(x, groups, defaults, seed, lever="roles", value=k))
+
+            def pick(rng: np.random.Generator, k: int = k) -> tuple[list[list[int]], list[int]]:
+                keep = sorted(int(i) for i in rng.choice(len(names), k, replace=False))
+                return [roles[names[i]] for i in keep], defaults
+
+            rows.append(_lever_row(x, pick, seed, 3, lever="roles", value=k))
+    index = {rid: k for k, rid in enumerate(ids)}
     for label, other in variants.items():
-        index = {rid: k for k, rid in enumerate(ids)}
         have = [rid for rid in ids if rid in other.collected_ids()]
         y = other.activations(ids=have, layers=list(layers), dtype=torch.float64).numpy()
         pos = {rid: k for k, rid in enumerate(have)}
         remap = {index[rid]: pos[rid] for rid in have}
-        groups = [[remap[i] for i in g if i in remap] for g in roles.values()]
-        rows.append(
-            _lever_row(y, groups, [remap[i] for i in defaults if i in remap], seed, lever=label)
-        )
+        g2 = [[remap[i] for i in g if i in remap] for g in roles.values()]
+        d2 = [remap[i] for i in defaults if i in remap]
+        rows.append(_lever_row(y, lambda _, g=g2, d=d2: (g, d), seed, 4, lever=label))
     for row in rows:
         row.setdefault("value", row["n_default_items"] if row["lever"] == "default items" else None)
     return {"layers": list(layers), "splits": LEVER_SPLITS, "rows": rows}
@@ -535,7 +559,13 @@ def run(
     lever = _step(
         steps,
         "levers",
-        {**key, "layers": lever_layers, "variants": sorted(variants), "short": SHORT_TOKENS},
+        {
+            **key,
+            "layers": lever_layers,
+            "variants": sorted(variants),
+            "short": SHORT_TOKENS,
+            "draws": "a fresh subset per repeat",
+        },
         lambda: levers(store, variants, lever_layers, scale.seed),
     )
     behaviour: dict[str, Any] = {}
@@ -831,7 +861,7 @@ def _behaviour_md(r: dict[str, Any]) -> list[str]:
         + t
         + " first -> last | slope | layer "
         + m
-        + " first -> last | turns capped |",
+        + " first -> last | cap engaged |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for d in r["drift"].values():
