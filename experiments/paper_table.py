@@ -736,7 +736,7 @@ def _model_md(r: dict[str, Any]) -> list[str]:
         f"{s['max_new_tokens']} new tokens, sampled (seed {s['seed']}). Catalogue: "
         f"{r['personas']['source']}. Target layer {t} ({r['target_layer']['source']}); cap window "
         f"{r['cap_window']['layers'][0]}-{r['cap_window']['layers'][-1]}; behaviour measured at "
-        f"layer {r['measure_layer']}. Run time {r['seconds'] / 60:.1f} min on 2 CPU cores.",
+        f"layer {r['measure_layer']}.",
         "",
         "### Persona space (split-half cosine beside each figure)",
         "",
@@ -834,7 +834,9 @@ def _behaviour_md(r: dict[str, Any]) -> list[str]:
         f"{r['measure_layer']})",
         "",
         f"{e['eval_attacks']} persona attacks, {e['eval_identity']} identity probes, "
-        f"{e['eval_qa']} QA items; paper: {PAPER['capping']}.",
+        f"{e['eval_qa']} QA items; paper: {PAPER['capping']}. Attack identity rate: the share "
+        'of attack replies the keyword classifier labels "assistant" (the model kept its '
+        "Assistant identity: higher = more robust).",
         "",
         "| setting | attack identity rate | attack refusal (kw) | identity rate (roles) | "
         "QA contains | perplexity | KL | projection (attacks) |",
