@@ -36,14 +36,13 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
     scale = paper_table.Scale(
         n_roles=5, n_prompts=2, n_questions=2, n_default_questions=3, max_new_tokens=4, batch_size=8
     )
-    res = paper_table.run(
-        tiny_llama,
-        tmp_path,
-        scale,
-        evals=evals,
-        coeffs=(-1.0, 1.0),
-        progress=False,
-    )
+
+    def run():
+        return paper_table.run(
+            tiny_llama, tmp_path, scale, evals=evals, coeffs=(-1.0, 1.0), progress=False
+        )
+
+    res = run()
     written = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert written["caps"] == res["caps"] and written["judge"].startswith("keep_all")
     store = ActivationStore.open(res["store"])
@@ -112,14 +111,7 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
     assert "Drift over four conversations" in md and "Persona attacks" in md
     assert (tmp_path / f"{res['model']['model_id'].split('/')[-1]}-figures.html").is_file()
     # a rerun reuses every cached step (same numbers, no model call needed for them)
-    again = paper_table.run(
-        tiny_llama,
-        tmp_path,
-        scale,
-        evals=evals,
-        coeffs=(-1.0, 1.0),
-        progress=False,
-    )
+    again = run()
     assert again["capping"] == res["capping"] and again["levers"] == res["levers"]
     with pytest.raises(ValueError, match="roles in common"):
         paper_table.compare(res, {**res, "pc1_loadings": {}})
