@@ -66,6 +66,7 @@ import threading
 import time
 import weakref
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -952,7 +953,12 @@ class ActivationStore:
                 shape = list(f.get_slice(h).get_shape())
                 if shape != want:
                     raise StoreError(f"tensor {h!r} has shape {shape}, expected {want}")
-            crc = json.loads(meta["crc32"]) if "crc32" in meta else None
+            # 4 bytes a row (array "I"), not a Python int each: the index of a large store
+            crc = (
+                {h: array("I", v) for h, v in json.loads(meta["crc32"]).items()}
+                if "crc32" in meta
+                else None
+            )
             if crc is not None and any(len(crc.get(h, ())) != len(ids) for h in held):
                 raise StoreError("row checksums do not match the item ids")
         info = _ShardInfo(ids, crc)

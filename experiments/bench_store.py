@@ -66,7 +66,8 @@ def build(
     for i in range(n_default):
         ids.append(f"default/p0/q{i:06d}")
         recs.append(ItemRecord(ids[-1], "default", "default", 0, f"q{i:06d}", ()))
-    store.append_records(recs)
+    for k in range(0, n_items, shard_rows):  # one record shard per chunk, as collection writes
+        store.append_records(recs[k : k + shard_rows])
     u = torch.randn(n_layers, d_model, generator=g)
     for k in range(0, n_items, shard_rows):
         part = ids[k : k + shard_rows]
