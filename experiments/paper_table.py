@@ -133,20 +133,10 @@ def _store(model: Any, root: Path, personas: Any, scale: Scale, progress: bool) 
         roles=roles,
         n_prompts=scale.n_prompts,
         n_questions=scale.n_questions,
-        include_default=False,
         model_name=name,
+        default_prompts=len(personas.default.system_prompts),
+        default_questions=scale.n_default_questions,
     )
-    defaults = [
-        i
-        for i in persona_items(
-            personas,
-            roles=roles[:1],
-            n_prompts=len(personas.default.system_prompts),
-            n_questions=scale.n_default_questions,
-            model_name=name,
-        )
-        if i.kind == "default"
-    ]
     sampling = SamplingConfig(max_new_tokens=scale.max_new_tokens, seed=scale.seed)
     prov = generation_provenance(personas, sampling, scale=dataclasses.asdict(scale))
     n = int(model.cfg.n_layers)
@@ -158,7 +148,7 @@ def _store(model: Any, root: Path, personas: Any, scale: Scale, progress: bool) 
         model,
         personas,
         store,
-        items=[*items, *defaults],
+        items=items,
         max_new_tokens=scale.max_new_tokens,
         seed=scale.seed,
         batch_size=scale.batch_size,
@@ -264,7 +254,7 @@ def levers(
     x = store.activations(ids=ids, layers=list(layers), dtype=torch.float64).numpy()
     groups = list(roles.values())
     rows: list[dict[str, Any]] = [
-        _lever_row(x, lambda _: (groups, defaults), seed, 0, lever="all data")
+        _lever_row(x, lambda _: (groups, defaults), seed, 0, lever="all data", value=None)
     ]
     for k in (5, 10, 25, 50, 100, 200):
         if k < len(defaults):
@@ -275,6 +265,7 @@ def levers(
                     seed,
                     1,
                     lever="default items",
+                    value=k,
                 )
             )
     per_role_q = {r: sorted({qids[i] for i in rows_}) for r, rows_ in roles.items()}
@@ -303,9 +294,7 @@ def levers(
         remap = {index[rid]: pos[rid] for rid in have}
         g2 = [[remap[i] for i in g if i in remap] for g in roles.values()]
         d2 = [remap[i] for i in defaults if i in remap]
-        rows.append(_lever_row(y, lambda _, g=g2, d=d2: (g, d), seed, 4, lever=label))
-    for row in rows:
-        row.setdefault("value", row["n_default_items"] if row["lever"] == "default items" else None)
+        rows.append(_lever_row(y, lambda _, g=g2, d=d2: (g, d), seed, 4, lever=label, value=None))
     return {"layers": list(layers), "splits": LEVER_SPLITS, "rows": rows}
 
 
@@ -359,10 +348,6 @@ def _norms(model: Any, store: Any, n: int = 32) -> torch.Tensor:
     return residual_norms(model, [format_conversation(model, list(r.messages)) for r in picked])
 
 
-def _rows(result: Any) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items()} for row in result.rows()]
-
-
 def steering_curve(
     model: Any, axis: Any, layer: int, norms: torch.Tensor, es: EvalScale, coeffs: Sequence[float]
 ) -> list[dict[str, Any]]:
@@ -382,7 +367,7 @@ def steering_curve(
     res = evaluate(
         model, ev, settings, axis=axis, max_new_tokens=es.eval_tokens, projection_layer=layer
     )
-    rows = _rows(res)
+    rows = res.rows()
     rows[0]["coeff"] = 0.0
     return sorted(rows, key=lambda r: r["coeff"])
 
@@ -408,7 +393,7 @@ def cap_eval(
     res = evaluate(
         model, ev, settings, axis=axis, max_new_tokens=es.eval_tokens, projection_layer=measure
     )
-    return _rows(res)
+    return res.rows()
 
 
 def drift(
@@ -475,9 +460,7 @@ def _cap_rows(
     return rows
 
 
-def _cap_configs(
-    rows: list[dict[str, Any]], axis: Any, percentiles: Sequence[float]
-) -> dict[str, Any]:
+def _cap_configs(rows: list[dict[str, Any]], axis: Any) -> dict[str, Any]:
     from axislens.directions import CapConfig
 
     return {
@@ -485,7 +468,6 @@ def _cap_configs(
             axis, tuple(r["layers"]), tuple(r["thresholds"]), percentile=100 * r["percentile"]
         )
         for r in rows
-        if r["percentile"] in percentiles
     }
 
 
@@ -555,30 +537,33 @@ def run(
     cap_step = _step(steps, "caps", {**key, "caps": caps}, _tokens)
     cap_rows, pooled_tokens = cap_step["rows"], np.asarray(cap_step["pooled"])
     lever_layers = sorted({target, caps[len(caps) // 2], measure})
-    variants = _variant_stores(model, store, out, scale, progress) if evals is not None else {}
     lever = _step(
         steps,
         "levers",
         {
             **key,
             "layers": lever_layers,
-            "variants": sorted(variants),
+            "variants": evals is not None,
             "short": SHORT_TOKENS,
             "draws": "a fresh subset per repeat",
         },
-        lambda: levers(store, variants, lever_layers, scale.seed),
+        lambda: levers(
+            store,
+            _variant_stores(model, store, out, scale, progress) if evals is not None else {},
+            lever_layers,
+            scale.seed,
+        ),
     )
     behaviour: dict[str, Any] = {}
     if evals is not None:
         ekey = {**key, "eval": dataclasses.asdict(evals)}
-        norms = _norms(model, store)
         behaviour["steering"] = _step(
             steps,
             "steering",
             {**ekey, "coeffs": list(coeffs), "layer": target},
-            lambda: steering_curve(model, axis, target, norms, evals, coeffs),
+            lambda: steering_curve(model, axis, target, _norms(model, store), evals, coeffs),
         )
-        configs = _cap_configs(cap_rows, axis, PERCENTILES)
+        configs = _cap_configs(cap_rows, axis)
         behaviour["capping"] = _step(
             steps,
             "capping",
@@ -590,7 +575,11 @@ def run(
             "drift",
             {**ekey, "caps": cap_rows, "layers": [target, measure]},
             lambda: drift(
-                model, axis, _cap_configs(cap_rows, axis, (0.25,)), [target, measure], evals
+                model,
+                axis,
+                {k: v for k, v in configs.items() if v.percentile == 25.0},
+                [target, measure],
+                evals,
             ),
         )
     result: dict[str, Any] = {

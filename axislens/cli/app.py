@@ -511,9 +511,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from axislens.personas import load_personas
     from axislens.pipelines import DemoConfig, run_demo
 
+    personas = load_personas(args.personas)
     if not args.full:
-        check_catalogue(load_personas(args.personas), args.roles, args.prompts, args.questions)
-        check_defaults(load_personas(args.personas), args.default_prompts, args.default_questions)
+        check_catalogue(personas, args.roles, args.prompts, args.questions)
+        check_defaults(personas, args.default_prompts, args.default_questions)
     backend = backend_from_args(args)
     engine = (
         {
@@ -547,7 +548,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         else small
     )
     plan = collect_plan(
-        load_personas(cfg.personas),
+        personas,
         cfg.n_roles,
         n_prompts=cfg.n_prompts,
         n_questions=cfg.n_questions,
