@@ -9,6 +9,7 @@ through jaxtyping):
 - ``d_model``: width of the residual stream;
 - ``sample``: stored items (responses, conversations) in an activation store;
 - ``role``: persona roles; ``component``: residual-stream contributions (embed, heads, MLPs);
+- ``group``: the roles and the default set of a persona run; ``question``: extraction questions;
 - ``vocab``: vocabulary entries.
 """
 

@@ -43,8 +43,10 @@ from axislens.model.protocol import Model
 
 if TYPE_CHECKING:
     from axislens.analysis.space import Scale
+    from axislens.analysis.vectors import Adjust
     from axislens.collection.activations import CollectSummary
     from axislens.collection.judges import Judge, JudgeSummary
+    from axislens.personas.designs import DesignName, QuestionDesign
 
 __all__ = [
     "CollectMode",
@@ -173,6 +175,9 @@ def run_collect(
     roles: int | Sequence[str] | None = None,
     n_prompts: int = 5,
     n_questions: int = 240,
+    default_prompts: int | None = None,
+    default_questions: int | None = None,
+    design: QuestionDesign | str | None = None,
     max_new_tokens: int = 512,
     temperature: float = 0.7,
     top_p: float = 0.9,
@@ -209,6 +214,9 @@ def run_collect(
             the shipped catalogue.
         roles: ``N`` = the first N roles of the catalogue's spread order (categories
             interleaved), a list of names, or ``None`` for all.
+        default_prompts, default_questions, design: the default set's size and the question
+            design (:func:`~axislens.collection.responses.persona_items`; recorded in the
+            store manifest as ``generation.design``).
         mode: ``"response"`` generates responses and averages over them; ``"prefill"`` skips
             generation and records the activation at the generation-prompt position.
         judge: ``"none"`` (no scores), ``"model"`` (this model judges, greedy), ``"openai"``
@@ -226,6 +234,7 @@ def run_collect(
     from axislens.collection.judges import judge_store
     from axislens.collection.launch import current_launch
     from axislens.collection.responses import (
+        design_record,
         generate_responses,
         generation_provenance,
         persona_items,
@@ -254,8 +263,12 @@ def run_collect(
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
     )
+    n_roles = len(role_names) if role_names is not None else len(cat.roles)
     prov = generation_provenance(
-        cat, sampling, **({"engine": backend.name} if backend is not None else {})
+        cat,
+        sampling,
+        design=design_record(n_roles, n_questions, default_questions, design),
+        **({"engine": backend.name} if backend is not None else {}),
     )
     if mode == "prefill":
         prov = {"personas": prov["personas"]}
@@ -289,44 +302,46 @@ def run_collect(
             for rid, r in store.records().items()
             if r.messages and r.messages[-1]["role"] == "assistant"
         }
+        every = persona_items(  # rotation follows each role's place in the whole run
+            cat,
+            roles=role_names,
+            n_prompts=n_prompts,
+            n_questions=n_questions,
+            include_default=include_default,
+            model_name=model_short_name(model_provenance(model).model_id),
+            default_prompts=default_prompts,
+            default_questions=default_questions,
+            design=design,
+        )
+        gen: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "batch_size": batch_size,
+            "backend": counting if backend is None else backend,
+            "progress": progress,
+        }
         mine: list[Any] | None = None
         if launch.distributed:  # this rank's share of the roles, then wait for the others
-            every = role_names or [r.name for r in cat.spread_roles()]
+            order = role_names or [r.name for r in cat.spread_roles()]
+            owned = {r for k, r in enumerate(order) if launch.owns(k)}
             mine = generate_responses(
                 model,
                 cat,
                 store,
-                roles=[r for k, r in enumerate(every) if launch.owns(k)],
-                n_prompts=n_prompts,
-                n_questions=n_questions,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-                batch_size=batch_size,
-                include_default=include_default and launch.rank == 0,
-                backend=counting if backend is None else backend,
-                progress=progress,
+                items=[
+                    i
+                    for i in every
+                    if i.role in owned or (i.kind == "default" and launch.rank == 0)
+                ],
+                **gen,
             )
             from accelerate import PartialState
 
             PartialState().wait_for_everyone()
-        records = generate_responses(  # under a launcher: nothing left to generate, the records
-            model,
-            cat,
-            store,
-            roles=role_names,
-            n_prompts=n_prompts,
-            n_questions=n_questions,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            batch_size=batch_size,
-            include_default=include_default,
-            backend=counting if backend is None else backend,
-            progress=progress,
-        )
+        # under a launcher: nothing left to generate, the records
+        records = generate_responses(model, cat, store, items=every, **gen)
         generated = sum(1 for r in (records if mine is None else mine) if r.id not in before)
         if backend is not None:  # the engine's tokens, counted with the local tokenizer
             counting.tokens = sum(
@@ -342,6 +357,9 @@ def run_collect(
             n_questions=n_questions,
             include_default=include_default,
             model_name=model_short_name(model_provenance(model).model_id),
+            default_prompts=default_prompts,
+            default_questions=default_questions,
+            design=design,
         )
     gen_seconds = time.perf_counter() - gen_t0
     summary = None
@@ -447,6 +465,7 @@ def _split_half_cosines(
     min_score: int | None,
     min_count: int,
     hook: str,
+    adjust: Adjust = "auto",
 ) -> tuple[list[float] | None, str | None]:
     """Per-layer split-half cosines (:func:`~axislens.analysis.stability.split_half`), or
     ``(None, reason)`` when the data cannot be split that way (too few questions, the defaults
@@ -462,6 +481,7 @@ def _split_half_cosines(
             min_count=min_count,
             hook=hook,
             layers=layers,
+            adjust=adjust,
         )
     except ValueError as err:
         return None, str(err)
@@ -476,16 +496,24 @@ def _stability(
     min_score: int | None,
     min_count: int,
     hook: str,
+    adjust: Adjust = "auto",
 ) -> dict[str, Any]:
     """Split-half cosines at every layer in ``layers``, by item and by question (``None`` plus
     ``by_<split>_reason`` where a split is impossible), with the settings and a note."""
     out: dict[str, Any] = {"layers": list(layers)}
     for by in _SPLITS:
         values, reason = _split_half_cosines(
-            src, by, layers=layers, seed=seed, min_score=min_score, min_count=min_count, hook=hook
+            src,
+            by,
+            layers=layers,
+            seed=seed,
+            min_score=min_score,
+            min_count=min_count,
+            hook=hook,
+            adjust=adjust,
         )
         out[f"by_{by}"], out[f"by_{by}_reason"] = values, reason
-    settings = {"seed": seed, "min_score": min_score, "min_count": min_count}
+    settings = {"seed": seed, "min_score": min_score, "min_count": min_count, "adjust": adjust}
     return {**out, **settings, "note": _STABILITY_NOTE}
 
 
@@ -557,14 +585,20 @@ def run_axis(
     scale: Scale = "center",
     hook: str = "resid_post",
     seed: int = 0,
+    adjust: Adjust = "auto",
 ) -> dict[str, Any]:
     """Compute everything ``axislens axis`` writes; returns the ``summary.json`` content.
 
     ``seed`` draws the split halves of the stability check (``summary["stability"]``: the
-    split-half cosines by item and by question at every layer, and at ``layer``)."""
+    split-half cosines by item and by question at every layer, and at ``layer``). ``adjust``
+    picks the estimator (:func:`~axislens.analysis.vectors.role_vectors`; the summary's
+    ``estimator`` says which ran and why); ``summary["question_offset"]`` holds the design and
+    the question-offset estimate b̂ (:func:`~axislens.analysis.balance.question_offset`), and
+    ``summary["cap"]["pools"]`` the thresholds under the default, balanced and all pools."""
     from axislens import plots
+    from axislens.analysis.balance import question_offset
     from axislens.analysis.space import layer_profile, persona_pca
-    from axislens.analysis.thresholds import calibrate_cap
+    from axislens.analysis.thresholds import cap_pools
     from axislens.analysis.traits import TraitFilter, trait_cosines, trait_vectors
     from axislens.analysis.vectors import role_projections, role_vectors
     from axislens.store import ActivationStore, atomic_write_bytes, atomic_write_json
@@ -573,7 +607,7 @@ def run_axis(
         raise ValueError(f"unknown scale {scale!r}; expected 'center' or 'center_l2'")
     src = ActivationStore.open(store)
     out_dir = Path(out)
-    rv = role_vectors(src, hook=hook, min_score=min_score, min_count=min_count)
+    rv = role_vectors(src, hook=hook, min_score=min_score, min_count=min_count, adjust=adjust)
     if layer is None:  # the known target layer (Gemma-2-27B: 22), else the middle stored layer
         from axislens.presets import known_model
 
@@ -596,9 +630,17 @@ def run_axis(
     profile = layer_profile(rv, scale=scale)
     pca = persona_pca(rv, layer, scale=scale)
     proj = role_projections(rv, layer)
-    cap = calibrate_cap(src, axis, layers=caps, percentile=percentile)
+    pools = cap_pools(src, axis, layers=caps, percentile=percentile)
+    cap = pools["default"]
+    offset = question_offset(src, axis, min_score=min_score, min_count=min_count)
     stab = _stability(
-        src, rv.layers, seed=seed, min_score=min_score, min_count=min_count, hook=hook
+        src,
+        rv.layers,
+        seed=seed,
+        min_score=min_score,
+        min_count=min_count,
+        hook=hook,
+        adjust=adjust,
     )
     at = _stability_label(stab, layer)
     figures: list[tuple[Any, str]] = [
@@ -631,6 +673,12 @@ def run_axis(
         "roles_used": dict(zip(rv.names, rv.counts, strict=True)),
         "roles_excluded": dict(rv.excluded),
         "n_default": rv.default_count,
+        "estimator": {
+            "adjust": adjust,
+            "name": rv.provenance["estimator"],
+            "reason": rv.provenance["estimator_reason"],
+        },
+        "question_offset": offset.to_dict(),
         "pca": {
             "layer": layer,
             "scale": scale,
@@ -663,6 +711,7 @@ def run_axis(
             "n_items": cap.provenance["calibration"]["n_items"],
             "unit": cap.provenance["calibration"]["unit"],
             "pool": cap.provenance["calibration"]["pool"],
+            "pools": {k: list(c.thresholds) for k, c in pools.items()},
             "assumption": "unit, pool and percentile: docs/concepts.md, 'Cap thresholds'",
         },
         "stability": {"layer": layer, "at_layer": _stability_at(stab, layer), **stab},
@@ -672,6 +721,44 @@ def run_axis(
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_bytes(out_dir / "report.html", _report(summary, figures).encode())
     return summary
+
+
+def _design_row(offset: dict[str, Any]) -> tuple[str, str]:
+    """The summary-table row of the question design: name, questions per side, overlap."""
+    name = (offset.get("design") or {}).get("name", "not recorded")
+    return (
+        "question design",
+        f"{name}: default {offset['default_questions']} questions, roles "
+        f"{offset['role_questions']}, overlap {offset['overlap']}, weight gap "
+        f"{offset['weight_gap']:.2f}",
+    )
+
+
+def _estimator_row(est: dict[str, Any]) -> tuple[str, str]:
+    return "estimator", f"{est['name']} ({est['reason']})"
+
+
+def _offset_row(offset: dict[str, Any], layer: int) -> tuple[str, str]:
+    """|b-hat| / |axis| and cos(axis, b-hat) at ``layer`` (or why they are not available)."""
+    label = f"question offset |b|/|axis|, cos (layer {layer})"
+    if offset["offset_over_axis"] is None:
+        return label, f"n/a ({offset['reason']})"
+    i = offset["layers"].index(layer)
+    cos = offset["cos_axis_offset"][i]
+    return label, f"{offset['offset_over_axis'][i]:.3f}, {_cos_text(cos)}"
+
+
+def _pool_rows(cap: dict[str, Any]) -> list[tuple[str, str]]:
+    """One row per cap pool: the thresholds over the cap layers (the first is the one used)."""
+    pools = cap.get("pools") or {cap["pool"].get("name", "?"): cap["thresholds"]}
+    used = cap["pool"].get("name")
+    return [
+        (
+            f"cap thresholds, {name} pool{' (used)' if name == used else ''}",
+            ", ".join(f"{t:.3f}" for t in taus),
+        )
+        for name, taus in pools.items()
+    ]
 
 
 def _report(summary: dict[str, Any], figures: Sequence[tuple[Any, str]]) -> str:
@@ -690,9 +777,12 @@ def _report(summary: dict[str, Any], figures: Sequence[tuple[Any, str]]) -> str:
         (f"PC1 variance (layer {pca['layer']})", f"{100 * pca['pc1_variance']:.1f}%"),
         ("dims for 70/80/90/95%", " / ".join(str(v) for v in pca["dims"].values())),
         ("cos(axis, PC1)", f"{pca['cos_axis_pc1']:.3f}"),
+        _design_row(summary["question_offset"]),
+        _estimator_row(summary["estimator"]),
+        _offset_row(summary["question_offset"], stab["layer"]),
         _stability_row(stab, stab["layer"]),
         ("cap layers", summary["cap"]["layers"]),
-        ("cap thresholds", ", ".join(f"{t:.3f}" for t in summary["cap"]["thresholds"])),
+        *_pool_rows(summary["cap"]),
     ]
     if summary["roles_excluded"]:
         rows.append(("roles excluded (count)", json.dumps(summary["roles_excluded"])))
@@ -734,13 +824,16 @@ class DemoConfig:
     n_default_prompts: int | None = 5
     """Default (no-role) prompts; ``None``: ``n_prompts``. The default set is one set that every
     role is compared against, so more default items steady the axis most cheaply."""
-    n_default_questions: int | None = 40
-    """Questions per default prompt; ``None``: ``n_questions``. The defaults (5 x 40 = 200
-    default items) come from ``experiments/paper_table.py``'s lever study on SmolLM2-135M: with
-    all else fixed, the axis's split-half cosine (by item) rose from about 0.2 with 5 default
-    items to 0.7 with 50 and 0.87 with 200 at layer 15 (docs/results.md). The demo itself, at these
-    defaults, measures 0.89 at layer 15 (0.17 with its former 6 default items), in 7.6 min on
-    2 CPU cores."""
+    n_default_questions: int | None = 36
+    """Questions per default prompt; ``None``: ``n_questions``. 5 x 36 = 180 default items: the
+    default set is one set that every role is compared against, so its size steadies the axis
+    most cheaply (``experiments/paper_table.py``'s lever study, docs/results.md). 36 = 48 roles x
+    3 questions / 4, so the rotated design gives every default question to exactly 4 roles."""
+    design: DesignName | None = None
+    """Question design (:mod:`axislens.personas.designs`): ``None`` = shared when
+    ``n_questions == n_default_questions``, else rotated (each role answers a cyclic block of
+    the default set's questions, so both sides weigh every question alike); ``"nested"`` is
+    0.2's unbalanced design."""
     max_new_tokens: int = 48
     batch_size: int = 16
     judge: DemoJudge = "keep_all"
@@ -891,7 +984,11 @@ def run_demo(
     from axislens.analysis.vectors import role_projections, role_vectors
     from axislens.collection.activations import collect, collection_manifest, span_policy
     from axislens.collection.judges import judge_store
-    from axislens.collection.responses import generate_responses, generation_provenance
+    from axislens.collection.responses import (
+        design_record,
+        generate_responses,
+        generation_provenance,
+    )
     from axislens.directions import CapConfig, Direction
     from axislens.interventions.attach import residual_norms, steer
     from axislens.model.chat import format_conversation
@@ -930,12 +1027,14 @@ def run_demo(
         backend = OpenAIBackend(
             cfg.engine_url, cfg.engine_model, concurrency=cfg.engine_concurrency
         )
+    n_roles = len(roles) if roles else len(personas.roles)
     prov = generation_provenance(
         personas,
         sampling,
         n_prompts=cfg.n_prompts,
         n_questions=cfg.n_questions,
         roles=roles,
+        design=design_record(n_roles, cfg.n_questions, cfg.n_default_questions, cfg.design),
         **({"default_prompts": cfg.n_default_prompts} if cfg.n_default_prompts is not None else {}),
         **(
             {"default_questions": cfg.n_default_questions}
@@ -950,7 +1049,7 @@ def run_demo(
     store = ActivationStore.create(out / "store", manifest)
 
     with timer.stage(
-        f"generate ({len(roles) if roles else len(personas.roles)} roles x {cfg.n_prompts} prompts x {cfg.n_questions} questions + default)"
+        f"generate ({n_roles} roles x {cfg.n_prompts} prompts x {cfg.n_questions} questions + default {prov['generation']['design']['name']})"
     ):
         records = generate_responses(
             bridge,
@@ -961,6 +1060,7 @@ def run_demo(
             n_questions=cfg.n_questions,
             default_prompts=cfg.n_default_prompts,
             default_questions=cfg.n_default_questions,
+            design=cfg.design,
             max_new_tokens=cfg.max_new_tokens,
             seed=cfg.seed,
             batch_size=cfg.batch_size,
@@ -1089,10 +1189,15 @@ def run_demo(
             "middle_layer": mid,
             "cos_axis_pc1_middle": axis_summary["pca"]["cos_axis_pc1"],
             "stability": stab,
+            "design": prov["generation"]["design"],
+            "estimator": axis_summary["estimator"],
+            "question_offset": axis_summary["question_offset"],
             "cap": {
                 "layers": list(cap_cfg.layers),
                 "thresholds": list(cap_cfg.thresholds),
                 "percentile": cap_cfg.percentile,
+                "pool": axis_summary["cap"]["pool"],
+                "pools": axis_summary["cap"]["pools"],
             },
             "steering": {
                 "layers": steer_layers,
@@ -1128,9 +1233,19 @@ def _table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         (f"PC1 variance (layer {s['middle_layer']})", f"{100 * s['pc1_variance']:.1f}%"),
         ("dims for 70% variance", str(s["dims_70"])),
         (f"cos(axis, PC1) (layer {s['middle_layer']})", f"{s['cos_axis_pc1_middle']:+.3f}"),
+        *(
+            [
+                _design_row(s["question_offset"]),
+                _estimator_row(s["estimator"]),
+                _offset_row(s["question_offset"], s["middle_layer"]),
+            ]
+            if "question_offset" in s
+            else []
+        ),
         *([_stability_row(s["stability"], s["middle_layer"])] if "stability" in s else []),
         (
-            f"cap threshold (p{cap['percentile']:g}, layers {cap['layers'][0]}-{cap['layers'][-1]})",
+            f"cap threshold (p{cap['percentile']:g}, layers {cap['layers'][0]}-{cap['layers'][-1]}"
+            f", {cap.get('pool', {}).get('name', 'all')} pool)",
             ", ".join(f"{t:.2f}" for t in cap["thresholds"]),
         ),
         (
@@ -1179,6 +1294,14 @@ _ROW_NOTES = (
     ("split-half cos", "the cosine between the axes computed from two disjoint halves of the "
      "responses (halved by item / by question): near 1 = stable, near 0 = noise"),
     ("cap layers", "layers whose projection on the axis is held at or above the threshold"),
+    ("question design", "which questions the roles and the default set answered: shared and "
+     "rotated designs weigh them alike, nested does not"),
+    ("estimator", "plain means, or question-adjusted (role effects with the default set's "
+     "question mix) when the two sides weigh the questions differently"),
+    ("question offset", "|b|/|axis|: how long an axis the question mix alone could make "
+     "(0 on a balanced design), and its cosine with the axis"),
+    ("cap thresholds,", "per-layer floor tau under each pool: default = the Assistant's own "
+     "responses (used), balanced = roles and default weighted equally, all = every item"),
     ("cap threshold", "per-layer floor tau: that percentile of the stored responses' projections"),
     ("projection drop", "unsteered minus steered-away projection of one reply: > 0 means steering "
      "moved it away from the Assistant end as intended"),

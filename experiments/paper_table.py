@@ -89,6 +89,9 @@ class Scale:
     max_new_tokens: int = 64
     batch_size: int = 16
     seed: int = 0
+    design: str | None = None
+    """Question design (``shared``/``rotated``/``nested``); ``None``: axislens' default (shared
+    when both sides get the same number of questions, else rotated)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ EVAL = EvalScale()
 SMALL = Scale(
     n_roles=8, n_prompts=2, n_questions=2, n_default_questions=4, max_new_tokens=16, batch_size=16
 )
+POOL_NAMES = ("default", "balanced", "all")
 SMALL_EVAL = EvalScale(
     eval_attacks=4, eval_identity=6, eval_qa=5, eval_tokens=12, drift_turns=3, drift_tokens=12
 )
@@ -117,6 +121,7 @@ def _store(model: Any, root: Path, personas: Any, scale: Scale, progress: bool) 
     from axislens.collection.activations import collect, collection_manifest, span_policy
     from axislens.collection.judges import KeepAll, judge_store
     from axislens.collection.responses import (
+        design_record,
         generate_responses,
         generation_provenance,
         persona_items,
@@ -136,9 +141,11 @@ def _store(model: Any, root: Path, personas: Any, scale: Scale, progress: bool) 
         model_name=name,
         default_prompts=len(personas.default.system_prompts),
         default_questions=scale.n_default_questions,
+        design=scale.design,
     )
     sampling = SamplingConfig(max_new_tokens=scale.max_new_tokens, seed=scale.seed)
-    prov = generation_provenance(personas, sampling, scale=dataclasses.asdict(scale))
+    design = design_record(len(roles), scale.n_questions, scale.n_default_questions, scale.design)
+    prov = generation_provenance(personas, sampling, scale=dataclasses.asdict(scale), design=design)
     n = int(model.cfg.n_layers)
     manifest = collection_manifest(
         model, ["resid_post"], list(range(n)), span_policy("response"), prov
@@ -428,15 +435,24 @@ def drift(
 # --------------------------------------------------------------------------------------------
 
 
+def _touch(values: np.ndarray, taus: np.ndarray) -> tuple[list[float], list[float]]:
+    """Share of ``values`` ``[token, layer]`` below ``taus`` per layer, and their mean lift."""
+    below = values < taus[None, :]
+    lift = np.where(below, taus[None, :] - values, 0.0)
+    return _floats(below.mean(0)), _floats(lift.sum(0) / np.maximum(below.sum(0), 1))
+
+
 def _cap_rows(
     store: Any, axis: Any, caps: Sequence[int], tokens: Any, pooled: np.ndarray
 ) -> list[dict[str, Any]]:
-    from axislens.analysis.thresholds import calibrate_cap
+    """Thresholds per unit x percentile x pool, and how much each acts on the pooled response
+    tokens (role + default: partly the percentile's own data, so by construction near it)."""
+    from axislens.analysis.thresholds import cap_pools
 
     rows = []
     for unit in UNITS:
         for q in PERCENTILES:
-            cap = calibrate_cap(
+            pools = cap_pools(
                 store,
                 axis,
                 layers=caps,
@@ -444,20 +460,40 @@ def _cap_rows(
                 unit=unit,  # type: ignore[arg-type]
                 tokens=tokens if unit == "token" else None,
             )
-            taus = np.asarray(cap.thresholds)
-            below = pooled < taus[None, :]
-            lift = np.where(below, taus[None, :] - pooled, 0.0)
-            rows.append(
-                {
-                    "unit": unit,
-                    "percentile": q,
-                    "layers": list(cap.layers),
-                    "thresholds": list(cap.thresholds),
-                    "tokens_touched": _floats(below.mean(0)),
-                    "mean_lift_touched": _floats(lift.sum(0) / np.maximum(below.sum(0), 1)),
-                }
-            )
+            for pool, cap in pools.items():
+                touched, lift = _touch(pooled, np.asarray(cap.thresholds))
+                rows.append(
+                    {
+                        "unit": unit,
+                        "percentile": q,
+                        "pool": pool,
+                        "layers": list(cap.layers),
+                        "thresholds": list(cap.thresholds),
+                        "tokens_touched": touched,
+                        "mean_lift_touched": lift,
+                    }
+                )
     return rows
+
+
+def heldout_tokens(
+    model: Any, axis: Any, drift_runs: dict[str, Any], layers: Sequence[int]
+) -> list[list[float]]:
+    """Per-token projections ``[token, layer]`` at ``layers`` of the *unsteered* drift replies
+    (step 9), teacher-forced: tokens no threshold was computed from."""
+    from axislens.monitoring.projection import project_conversation
+    from axislens.pipelines import builtin_conversation
+
+    rows: list[np.ndarray] = []
+    for name, d in drift_runs.items():
+        turns = builtin_conversation(name)["user_turns"]
+        replies = d["runs"]["unsteered"]["replies"]
+        msgs: list[dict[str, str]] = []
+        for user, reply in zip(turns, replies, strict=False):
+            msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+        traj = project_conversation(model, axis, msgs, layers=list(layers))
+        rows += [p.double().numpy().T for p in traj.token_projections if p.shape[-1]]
+    return np.concatenate(rows).tolist()
 
 
 def _cap_configs(rows: list[dict[str, Any]], axis: Any) -> dict[str, Any]:
@@ -468,6 +504,41 @@ def _cap_configs(rows: list[dict[str, Any]], axis: Any) -> dict[str, Any]:
             axis, tuple(r["layers"]), tuple(r["thresholds"]), percentile=100 * r["percentile"]
         )
         for r in rows
+        if r["pool"] == "default"  # the documented default pool; the others are tabled only
+    }
+
+
+def _layer_rows(store: Any, rv: Any, seed: int) -> dict[str, Any]:
+    """Per layer, for role vectors ``rv`` (and the estimator they were made with): PC1 variance,
+    dims to 70%, cos(axis, PC1), split-half cosines by item and by question, and the question
+    offset |b-hat| / |axis| and cos(axis, b-hat)."""
+    from axislens.analysis.balance import question_offset
+    from axislens.analysis.space import layer_profile
+    from axislens.analysis.stability import split_half
+
+    adjust: Any = "none" if rv.provenance["estimator"] == "plain" else "questions"
+    prof = layer_profile(rv)
+    halves: dict[str, list[float] | None] = {}
+    unsplit: dict[str, str] = {}
+    for by in ("item", "question"):
+        try:
+            sh = split_half(store, by=by, min_score=None, min_count=1, seed=seed, adjust=adjust)
+            halves[by] = _floats(sh.cosines)
+        except ValueError as err:  # e.g. every role's few questions fell in one half
+            halves[by], unsplit[by] = None, str(err)
+    off = question_offset(store, rv.axis(), min_score=None, min_count=1)
+    return {
+        "estimator": rv.provenance["estimator"],
+        "layer": list(prof.layers),
+        "pc1_variance": _floats(prof.pc1_variance),
+        "dims_70": list(prof.dims_70),
+        "cos_axis_pc1": _floats(prof.cos_axis_pc1),
+        "split_half_item": halves["item"],
+        "split_half_question": halves["question"],
+        "split_half_unavailable": unsplit,
+        "offset_over_axis": off.ratio and list(off.ratio),
+        "cos_axis_offset": off.cosine and list(off.cosine),
+        "question_offset": off.to_dict(),
     }
 
 
@@ -484,8 +555,7 @@ def run(
     """Collect (or reuse) the store and compute every number; returns the JSON written.
 
     ``evals=None`` skips the behavioural steps (7-9) and the variant stores of step 6."""
-    from axislens.analysis.space import layer_profile, persona_pca
-    from axislens.analysis.stability import split_half
+    from axislens.analysis.space import persona_pca
     from axislens.analysis.thresholds import project_store
     from axislens.analysis.vectors import role_vectors
     from axislens.collection.tokens import token_projections
@@ -496,7 +566,7 @@ def run(
     t0 = time.perf_counter()
     cat = personas if personas is not None else load_personas()
     prov = model_provenance(model)
-    slug = prov.model_id.split("/")[-1]
+    slug = prov.model_id.split("/")[-1] + (f"-{scale.design}" if scale.design else "")
     out.mkdir(parents=True, exist_ok=True)
     store = _store(model, out / f"{slug}-store", cat, scale, progress)
     steps = out / f"{slug}-steps"
@@ -509,18 +579,17 @@ def run(
         caps, caps_src = cap_window("", n)
     caps = list(caps)
     measure = min(caps[-1] + 1, n - 1)
-    rv = role_vectors(store, min_score=None, min_count=1)
+    rv = role_vectors(store, min_score=None, min_count=1)  # adjust="auto"
     axis = rv.axis()
-    prof = layer_profile(rv)
+    estimator = str(rv.provenance["estimator"])
+    per_layer = {estimator: _layer_rows(store, rv, scale.seed)}
     pca = persona_pca(rv, target)
-    halves: dict[str, list[float] | None] = {}
-    unsplit: dict[str, str] = {}
-    for by in ("item", "question"):
-        try:
-            sh = split_half(store, by=by, min_score=None, min_count=1, seed=scale.seed)
-            halves[by] = _floats(sh.cosines)
-        except ValueError as err:  # e.g. every role's few questions fell in one half
-            halves[by], unsplit[by] = None, str(err)
+    loadings = {estimator: dict(zip(pca.names, _floats(pca.pc1_loadings), strict=True))}
+    if estimator != "plain":  # beside it, what the plain means would have said
+        plain = role_vectors(store, min_score=None, min_count=1, adjust="none")
+        per_layer["plain"] = _layer_rows(store, plain, scale.seed)
+        pp = persona_pca(plain, target)
+        loadings["plain"] = dict(zip(pp.names, _floats(pp.pc1_loadings), strict=True))
     resp_values = project_store(store, axis, layers=caps)
     key = {
         "model": prov.to_dict(),
@@ -534,7 +603,7 @@ def run(
         pooled = tokens.stacked(resp_values.ids, caps).numpy()
         return {"rows": _cap_rows(store, axis, caps, tokens, pooled), "pooled": pooled.tolist()}
 
-    cap_step = _step(steps, "caps", {**key, "caps": caps}, _tokens)
+    cap_step = _step(steps, "caps", {**key, "caps": caps, "pools": POOL_NAMES}, _tokens)
     cap_rows, pooled_tokens = cap_step["rows"], np.asarray(cap_step["pooled"])
     lever_layers = sorted({target, caps[len(caps) // 2], measure})
     lever = _step(
@@ -582,6 +651,19 @@ def run(
                 evals,
             ),
         )
+        held = np.asarray(
+            _step(
+                steps,
+                "heldout",
+                {**ekey, "layers": caps, "drift": behaviour["drift"]},
+                lambda: heldout_tokens(model, axis, behaviour["drift"], caps),
+            )
+        )
+        for row in cap_rows:  # what each cap would touch on tokens it was not computed from
+            row["heldout_touched"], row["heldout_lift"] = _touch(
+                held, np.asarray(row["thresholds"])
+            )
+        behaviour["heldout_tokens"] = int(held.shape[0])
     result: dict[str, Any] = {
         "model": prov.to_dict(),
         "scale": dataclasses.asdict(scale),
@@ -592,19 +674,18 @@ def run(
         "n_roles": len(rv.names),
         "n_role_items": int(sum(rv.counts)),
         "n_default_items": rv.default_count,
+        "design": dict(store.manifest["generation"]["design"]),
+        "estimator": {
+            "name": estimator,
+            "reason": rv.provenance["estimator_reason"],
+        },
         "target_layer": {"layer": target, "source": target_src},
         "cap_window": {"layers": caps, "source": caps_src},
         "measure_layer": measure,
-        "layers": {
-            "layer": list(prof.layers),
-            "pc1_variance": _floats(prof.pc1_variance),
-            "dims_70": list(prof.dims_70),
-            "cos_axis_pc1": _floats(prof.cos_axis_pc1),
-            "split_half_item": halves["item"],
-            "split_half_question": halves["question"],
-            "split_half_unavailable": unsplit,
-        },
-        "pc1_loadings": dict(zip(pca.names, _floats(pca.pc1_loadings), strict=True)),
+        "layers": per_layer[estimator],
+        "layers_by_estimator": per_layer,
+        "pc1_loadings": loadings[estimator],
+        "pc1_loadings_by_estimator": loadings,
         "caps": cap_rows,
         "token_distribution": {
             "n_tokens": int(pooled_tokens.shape[0]),
@@ -692,6 +773,8 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     y = np.array([b["pc1_loadings"][r] for r in common])
     return {
         "models": [a["model"]["model_id"], b["model"]["model_id"]],
+        "design": a.get("design", {}).get("name"),
+        "estimator": [a.get("estimator", {}).get("name"), b.get("estimator", {}).get("name")],
         "layers": [a["target_layer"]["layer"], b["target_layer"]["layer"]],
         "n_roles": len(common),
         "pc1_loading_r": float(np.corrcoef(x, y)[0, 1]),
@@ -727,6 +810,8 @@ def _model_md(r: dict[str, Any]) -> list[str]:
         f"{r['cap_window']['layers'][0]}-{r['cap_window']['layers'][-1]}; behaviour measured at "
         f"layer {r['measure_layer']}.",
         "",
+        _design_md(r),
+        "",
         "### Persona space (split-half cosine beside each figure)",
         "",
         "| figure | here | split-half cos (item / question) | paper |",
@@ -737,19 +822,9 @@ def _model_md(r: dict[str, Any]) -> list[str]:
         f"| cos(axis, PC1) (layer {t}) | {lay['cos_axis_pc1'][k]:+.2f} | {sh} | "
         f"{PAPER['cos_axis_pc1']} |",
         "",
-        "Per layer:",
-        "",
-        "| layer | PC1 var | dims 70% | cos(axis, PC1) | split-half (item) | split-half (question) |",
-        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for j, layer in enumerate(lay["layer"]):
-        lines.append(
-            f"| {layer} | {100 * lay['pc1_variance'][j]:.1f}% | {lay['dims_70'][j]} | "
-            f"{lay['cos_axis_pc1'][j]:+.2f} | {_at(lay['split_half_item'], j)} | "
-            f"{_at(lay['split_half_question'], j)} |"
-        )
-    for by, why in lay.get("split_half_unavailable", {}).items():
-        lines += ["", f"The split by {by} could not be made: {why}."]
+    for lay_e in r.get("layers_by_estimator", {"": lay}).values():
+        lines += _layers_md(lay_e)
     lev = r["levers"]
     lines += [
         "",
@@ -773,17 +848,29 @@ def _model_md(r: dict[str, Any]) -> list[str]:
         "",
         "### Caps: thresholds and how much they act",
         "",
-        "Share of the pooled response tokens (role + default responses) below tau at the cap "
-        "layers, and their mean lift tau - projection (what the cap adds to them).",
+        "Per pool (default = the Assistant's own responses, the documented default; balanced = "
+        "roles and default weighted equally; all = every item): the mean tau over the cap "
+        "layers; the share of the pooled response tokens (role + default) below it and their "
+        "mean lift tau - projection (partly the percentile's own data: near the percentile by "
+        "construction for a token-unit cap on the all pool); and the same on held-out tokens, "
+        f"the unsteered drift replies ({r.get('heldout_tokens', 0)} tokens), which no "
+        "threshold was computed from.",
         "",
-        "| unit | p | layers | mean tau | tokens below tau | mean lift |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| unit | p | pool | layers | mean tau | pooled tokens below | mean lift | "
+        "held-out tokens below | held-out lift |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in r["caps"]:
+        held = c.get("heldout_touched")
         lines.append(
-            f"| {c['unit']} | {c['percentile']} | {c['layers'][0]}-{c['layers'][-1]} | "
-            f"{np.mean(c['thresholds']):+.2f} | {100 * np.mean(c['tokens_touched']):.1f}% | "
-            f"{np.mean(c['mean_lift_touched']):.2f} |"
+            f"| {c['unit']} | {c['percentile']} | {c.get('pool', 'all')} | "
+            f"{c['layers'][0]}-{c['layers'][-1]} | {np.mean(c['thresholds']):+.2f} | "
+            f"{100 * np.mean(c['tokens_touched']):.1f}% | {np.mean(c['mean_lift_touched']):.2f} | "
+            + (
+                f"{100 * np.mean(held):.1f}% | {np.mean(c['heldout_lift']):.2f} |"
+                if held is not None
+                else "- | - |"
+            )
         )
     td = r["token_distribution"]
     lines += [
@@ -795,6 +882,47 @@ def _model_md(r: dict[str, Any]) -> list[str]:
     if "steering" in r:
         lines += _behaviour_md(r)
     return [*lines, ""]
+
+
+def _design_md(r: dict[str, Any]) -> str:
+    """One paragraph: the question design and the estimator."""
+    d = r.get("design") or {}
+    e = r.get("estimator") or {}
+    if not d:
+        return "Question design: not recorded (a 0.2 store: nested)."
+    return (
+        f"Question design: **{d['name']}**: {d['questions_per_role']} questions per role, "
+        f"{d['default_questions']} for the default set, {d['role_questions_distinct']} distinct "
+        f"role questions, overlap {d['overlap']}, roles per default question "
+        f"{d['roles_per_question'] if d['roles_per_question'] is not None else 'unequal'}. "
+        f"Estimator: **{e.get('name', 'plain')}** ({e.get('reason', '')})."
+    )
+
+
+def _layers_md(lay: dict[str, Any]) -> list[str]:
+    """The per-layer table of one estimator."""
+    est = lay.get("estimator", "plain")
+    off, cos = lay.get("offset_over_axis"), lay.get("cos_axis_offset")
+    lines = [
+        "",
+        f"Per layer, {est} estimator (|b|/|axis|: the question-offset estimate against this "
+        "axis, 0 on a balanced design):",
+        "",
+        "| layer | PC1 var | dims 70% | cos(axis, PC1) | split-half (item) | "
+        "split-half (question) | abs(b)/abs(axis) | cos(axis, b) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for j, layer in enumerate(lay["layer"]):
+        c = None if cos is None else cos[j]
+        lines.append(
+            f"| {layer} | {100 * lay['pc1_variance'][j]:.1f}% | {lay['dims_70'][j]} | "
+            f"{lay['cos_axis_pc1'][j]:+.2f} | {_at(lay['split_half_item'], j)} | "
+            f"{_at(lay['split_half_question'], j)} | "
+            f"{'n/a' if off is None else format(off[j], '.2f')} | {'-' if c is None else format(c, '+.2f')} |"
+        )
+    for by, why in lay.get("split_half_unavailable", {}).items():
+        lines += ["", f"The split by {by} could not be made: {why}."]
+    return lines
 
 
 def _behaviour_md(r: dict[str, Any]) -> list[str]:
@@ -867,7 +995,9 @@ def _behaviour_md(r: dict[str, Any]) -> list[str]:
 
 
 def results_md(
-    results: list[dict[str, Any]], comparison: dict[str, Any] | None = None, notes: str = ""
+    results: list[dict[str, Any]],
+    comparisons: Sequence[dict[str, Any]] = (),
+    notes: str = "",
 ) -> str:
     """docs/results.md: our numbers beside the paper's published figures (``notes``: a
     hand-written reading of them, placed after the introduction)."""
@@ -882,15 +1012,16 @@ def results_md(
     ]
     for r in results:
         lines += _model_md(r)
-    if comparison is not None:
-        lines += [
-            "## Between models",
-            "",
-            f"PC1 role-loading correlation ({comparison['n_roles']} common roles, layers "
-            f"{comparison['layers']}): r = {comparison['pc1_loading_r']:+.2f} "
-            f"(paper: {PAPER['pc1_loading_correlation']}).",
-            "",
-        ]
+    if comparisons:
+        lines += ["## Between models", ""]
+        for c in comparisons:
+            lines += [
+                f"PC1 role-loading correlation, {c.get('design') or 'unrecorded'} design "
+                f"({c['n_roles']} common roles, layers {c['layers']}, estimators "
+                f"{' / '.join(str(e) for e in c.get('estimator', []))}): "
+                f"r = {c['pc1_loading_r']:+.2f} (paper: {PAPER['pc1_loading_correlation']}).",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -901,23 +1032,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="experiments/results")
     p.add_argument("--personas", default=None, help="catalogue folder (paper layout accepted)")
     p.add_argument("--results-md", default=None, help="also write this markdown table")
-    p.add_argument("--compare", nargs=2, default=None, metavar="JSON")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="results to tabulate; runs of different models with the same design are correlated",
+    )
     p.add_argument("--notes", default=None, help="markdown placed after the introduction")
     p.add_argument("--no-behaviour", action="store_true", help="skip steps 7-9")
     p.add_argument("--coeffs", type=float, nargs="+", default=None, help="steering coefficients")
     for cls in (Scale, EvalScale):
         for f in dataclasses.fields(cls):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None)
+            if f.name != "design":
+                p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None)
+    p.add_argument(
+        "--design",
+        choices=("shared", "rotated", "nested"),
+        default=None,
+        help="question design (default: axislens' own); a named design writes <model>-<design>.*",
+    )
     args = p.parse_args(argv)
     if args.compare:
-        a, b = (json.loads(Path(x).read_text()) for x in args.compare)
-        cmp = compare(a, b)
-        print(json.dumps(cmp, indent=1))
+        runs = [json.loads(Path(x).read_text()) for x in args.compare]
+        cmps = [
+            compare(a, b)
+            for i, a in enumerate(runs)
+            for b in runs[i + 1 :]
+            if a["model"]["model_id"] != b["model"]["model_id"]
+            and a.get("design", {}).get("name") == b.get("design", {}).get("name")
+        ]
+        print(json.dumps(cmps, indent=1))
         if args.results_md:
             notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
-            Path(args.results_md).write_text(
-                results_md([a, b], cmp, notes) + "\n", encoding="utf-8"
-            )
+            Path(args.results_md).write_text(results_md(runs, cmps, notes) + "\n", encoding="utf-8")
         return 0
     import axislens
     from axislens.personas import load_personas
@@ -932,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
 
-    scale = _over(SMALL if args.small else SCALE)
+    scale = dataclasses.replace(_over(SMALL if args.small else SCALE), design=args.design)
     evals = None if args.no_behaviour else _over(SMALL_EVAL if args.small else EVAL)
     coeffs = args.coeffs or ((-1.0, 1.0) if args.small else STEER_COEFFS)
     torch.manual_seed(scale.seed)

@@ -5,6 +5,13 @@ stability (split-half, bootstrap) and cap thresholds.
 
 from __future__ import annotations
 
+from axislens.analysis.balance import (
+    QuestionOffset,
+    question_offset,
+)
+from axislens.analysis.effects import (
+    question_adjusted_means,
+)
 from axislens.analysis.probing import (
     Probe,
     ProbeResult,
@@ -28,11 +35,13 @@ from axislens.analysis.stability import (
     split_half,
 )
 from axislens.analysis.thresholds import (
+    POOLS,
     CapUnit,
     Pool,
     StoreProjections,
     TokenProjections,
     calibrate_cap,
+    cap_pools,
     project_store,
 )
 from axislens.analysis.traits import (
@@ -43,6 +52,7 @@ from axislens.analysis.traits import (
     trait_vectors,
 )
 from axislens.analysis.vectors import (
+    Adjust,
     DirectionMethod,
     MeanDiff,
     RoleProjections,
@@ -55,6 +65,8 @@ from axislens.analysis.vectors import (
 
 __all__ = [
     "PCA1",
+    "POOLS",
+    "Adjust",
     "Bootstrap",
     "CapUnit",
     "CrossModelLoadings",
@@ -65,6 +77,7 @@ __all__ = [
     "Pool",
     "Probe",
     "ProbeResult",
+    "QuestionOffset",
     "RoleProjections",
     "RoleVectors",
     "Scale",
@@ -79,11 +92,14 @@ __all__ = [
     "assistant_axis",
     "bootstrap",
     "calibrate_cap",
+    "cap_pools",
     "compare_loadings",
     "cross_model",
     "layer_profile",
     "persona_pca",
     "project_store",
+    "question_adjusted_means",
+    "question_offset",
     "role_projections",
     "role_vectors",
     "split_half",

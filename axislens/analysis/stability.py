@@ -26,7 +26,15 @@ import torch
 
 from axislens._types import Float, Tensor
 from axislens.analysis.space import Scale, _check_scale, _fit
-from axislens.analysis.vectors import StoreSource, _defaults, _open, _select, _stream
+from axislens.analysis.vectors import (
+    Adjust,
+    StoreSource,
+    _defaults,
+    _estimate,
+    _open,
+    _select,
+    _stream,
+)
 
 __all__ = ["Bootstrap", "SplitBy", "SplitHalf", "bootstrap", "split_half"]
 
@@ -39,7 +47,8 @@ class SplitHalf:
     """Cosine per layer between the axes of two disjoint halves of the responses.
 
     ``half_a`` lists the question ids (``by="question"``) or item ids (``by="item"``) of the
-    first half; ``roles`` the roles present in both halves (the others are dropped from both).
+    first half; ``roles`` the roles present in both halves (the others are dropped from both);
+    ``estimator`` the estimator each half's axis used (``adjust``).
     """
 
     layers: tuple[int, ...]
@@ -49,6 +58,7 @@ class SplitHalf:
     roles: tuple[str, ...]
     half_a: tuple[str, ...]
     n_items: tuple[int, int]
+    estimator: str = "plain"
 
 
 def _generator(seed: int, stream: int = 0) -> torch.Generator:
@@ -64,11 +74,15 @@ def split_half(
     min_count: int = 50,
     hook: str = "resid_post",
     layers: Iterable[int] | None = None,
+    adjust: Adjust = "auto",
 ) -> SplitHalf:
     """Axes from two disjoint halves of the data, and their cosine at each layer.
 
     Roles are chosen on the full data (``min_score``/``min_count`` as in
-    :func:`~axislens.analysis.vectors.assistant_axis`); a role absent from one half is dropped from both.
+    :func:`~axislens.analysis.vectors.assistant_axis`); a role absent from one half is dropped
+    from both. Each half's axis uses the estimator ``adjust`` picks for that half
+    (:func:`~axislens.analysis.vectors.role_vectors`): split by question, a rotated design's
+    halves give each role a different question mix, so ``"auto"`` adjusts them.
     """
     if by not in get_args(SplitBy):
         raise ValueError(f"unknown split {by!r}; expected one of {list(get_args(SplitBy))}")
@@ -93,38 +107,33 @@ def split_half(
             chosen = {g[int(i)][1].id for i in perm[: (len(g) + 1) // 2]}
             half_a |= chosen
             in_a.update({r.id: r.id in chosen for _, r in g})
-    role_sum = torch.zeros(2, len(cols), src.d_model, dtype=torch.float64)
-    kept: list[str] = []
-    default = role_sum.clone()
-    n_items = [0, 0]
-    for g, chunks in itertools.groupby(_stream(src, groups, cols), key=lambda t: t[0]):
-        sums = torch.zeros(2, len(cols), src.d_model, dtype=torch.float64)
-        counts = [0, 0]
-        for _, recs, x in chunks:
-            mask = torch.tensor([in_a[r.id] for r in recs])
-            sums[0] += x[mask].sum(dim=0)
-            sums[1] += x[~mask].sum(dim=0)
-            counts[0] += int(mask.sum())
-            counts[1] += len(recs) - int(mask.sum())
-        if min(counts) == 0:
-            if g == len(groups) - 1:
-                raise ValueError("the default responses all fall in one half; use by='item'")
-            continue
-        means = sums / torch.tensor(counts, dtype=torch.float64)[:, None, None]
-        n_items = [n_items[0] + counts[0], n_items[1] + counts[1]]
-        if g == len(groups) - 1:
-            default = means
-        else:
-            role_sum += means
-            kept.append(sel.names[g])
-    if not kept:
+    n_roles = len(sel.names)
+    halves = [[tuple(it for it in g if in_a[it[1].id] == side) for g in groups] for side in (1, 0)]
+    if any(not h[-1] for h in halves):
+        raise ValueError("the default responses all fall in one half; use by='item'")
+    keep = [k for k in range(n_roles) if halves[0][k] and halves[1][k]]
+    if not keep:
         raise ValueError("no role has responses in both halves; use by='item' or more data")
-    axes = default - role_sum / len(kept)
+    axes, estimators = [], set()
+    for h in halves:
+        part = [h[k] for k in keep] + [h[-1]]
+        names = [sel.names[k] for k in keep] + ["default"]
+        est = _estimate(src, part, cols, adjust, names)
+        estimators.add(est.estimator)
+        axes.append(est.means[-1] - est.means[:-1].mean(dim=0))
     cos = (axes[0] * axes[1]).sum(-1) / (
         torch.linalg.vector_norm(axes[0], dim=-1) * torch.linalg.vector_norm(axes[1], dim=-1)
     )
+    n_items = tuple(sum(len(h[k]) for k in (*keep, -1)) for h in halves)
     return SplitHalf(
-        cols, cos, by, seed, tuple(kept), tuple(sorted(half_a)), (n_items[0], n_items[1])
+        cols,
+        cos,
+        by,
+        seed,
+        tuple(sel.names[k] for k in keep),
+        tuple(sorted(half_a)),
+        (n_items[0], n_items[1]),
+        " / ".join(sorted(estimators)),
     )
 
 

@@ -14,12 +14,17 @@ thresholds but not the code that computed them, so both are explicit arguments:
   span means only). The cap acts on every token, whose projections spread wider than response
   means, so a per-token percentile puts ``tau`` lower in the response-mean distribution.
 - the *pool* (:class:`Pool`): which items feed the percentile: default responses (never scored,
-  never filtered) and/or role responses, these optionally filtered by judge score.
+  never filtered) and/or role responses, these optionally filtered by judge score, pooled item
+  by item (``Pool.all()``) or with the two sides weighted equally (``Pool.balanced()``).
 
 **Default (an assumption, stated once here and in docs/concepts.md):** ``unit="response"``,
-``percentile=0.25`` and ``Pool()`` = every collected role response (any score) plus every
-default response. The paper says "the 25th percentile of projections"; per-response means and
-this pool are axislens' reading, not a documented fact of the paper.
+``percentile=0.25`` and ``Pool.default_only()``: the Assistant's own (default) responses. The cap
+is meant to keep the model within the Assistant's own range, and a pool that mixes in role
+responses moves ``tau`` with the ratio of role to default items (800 role responses to 200
+default ones put it near the roles' 25th percentile), not with the model. The paper says "the
+25th percentile of projections"; per-response means and this pool are axislens' reading, not a
+documented fact of the paper. :func:`cap_pools` gives ``tau`` under all three pools side by
+side.
 
 Example:
     >>> axis = assistant_axis(store)  # doctest: +SKIP
@@ -33,8 +38,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -54,11 +60,13 @@ from axislens.analysis.vectors import (
 from axislens.directions import CapConfig, Direction
 
 __all__ = [
+    "POOLS",
     "CapUnit",
     "Pool",
     "StoreProjections",
     "TokenProjections",
     "calibrate_cap",
+    "cap_pools",
     "direction_fingerprint",
     "project_store",
 ]
@@ -73,18 +81,21 @@ class Pool:
 
     ``default``: every collected default response (defaults are never scored, so never
     filtered). ``roles``: collected role responses, those with judge score ``>= min_score``
-    when ``min_score`` is set (the filter applies to roles only). ``Pool()`` (all roles of every
-    score, plus all defaults) is the documented default of :func:`calibrate_cap`.
+    when ``min_score`` is set (the filter applies to roles only). ``balanced``: weigh the two
+    sides equally (each default value ``1 / (2 n_default)``, each role value
+    ``1 / (2 n_role)``; as exact integers) instead of item by item, so ``tau`` does not move with the ratio of role
+    to default items. :func:`calibrate_cap`'s documented default is :meth:`default_only`.
 
     >>> Pool(min_score=3).describe()
-    {'default': True, 'roles': True, 'min_score': 3}
-    >>> Pool.default_only().roles, Pool.roles_only(3).default
-    (False, False)
+    {'default': True, 'roles': True, 'min_score': 3, 'balanced': False, 'name': 'all'}
+    >>> Pool.default_only().roles, Pool.roles_only(3).default, Pool.balanced().name
+    (False, False, 'balanced')
     """
 
     default: bool = True
     roles: bool = True
     min_score: int | None = None
+    balance: bool = False
 
     def __post_init__(self) -> None:
         for name in ("default", "roles"):
@@ -97,11 +108,34 @@ class Pool:
             raise ValueError(
                 "Pool.min_score filters role responses, but roles=False (defaults are never scored)"
             )
+        if not isinstance(self.balance, bool):
+            raise TypeError(f"Pool.balance must be a bool, got {self.balance!r}")
+        if self.balance and not (self.default and self.roles):
+            raise ValueError("Pool.balance weighs roles against defaults: it needs both sides")
 
     @classmethod
     def default_only(cls) -> Pool:
-        """Only the default (Assistant) responses."""
+        """Only the default (Assistant) responses: the documented default of
+        :func:`calibrate_cap`."""
         return cls(default=True, roles=False)
+
+    @classmethod
+    def all(cls, min_score: int | None = None) -> Pool:
+        """Every role response (score ``>= min_score`` if given) and every default response,
+        item by item (axislens 0.2's default)."""
+        return cls(min_score=min_score)
+
+    @classmethod
+    def balanced(cls, min_score: int | None = None) -> Pool:
+        """Role and default responses, the two sides weighted equally."""
+        return cls(min_score=min_score, balance=True)
+
+    @property
+    def name(self) -> str:
+        """``"default"``, ``"roles"``, ``"balanced"`` or ``"all"``."""
+        if self.balance:
+            return "balanced"
+        return "all" if self.default and self.roles else "default" if self.default else "roles"
 
     @classmethod
     def roles_only(cls, min_score: int | None = None) -> Pool:
@@ -109,7 +143,30 @@ class Pool:
         return cls(default=False, roles=True, min_score=min_score)
 
     def describe(self) -> dict[str, Any]:
-        return {"default": self.default, "roles": self.roles, "min_score": self.min_score}
+        return {
+            "default": self.default,
+            "roles": self.roles,
+            "min_score": self.min_score,
+            "balanced": self.balance,
+            "name": self.name,
+        }
+
+    def weights(self, kinds: Sequence[str]) -> np.ndarray | None:
+        """Per-item percentile weights for items of ``kinds`` (None: equal weights). A balanced
+        pool gives each default value ``n_role`` and each role value ``n_default`` (over their
+        gcd): integers, so cumulative weights are exact and a value whose cumulative share is
+        exactly the percentile is not lost to rounding."""
+        if not self.balance:
+            return None
+        is_default = np.array([k == "default" for k in kinds])
+        n_d, n_r = int(is_default.sum()), int((~is_default).sum())
+        if not n_d or not n_r:
+            raise ValueError(
+                f"Pool.balanced() needs default and role responses; got {n_d} default and "
+                f"{n_r} role"
+            )
+        g = math.gcd(n_d, n_r)
+        return np.where(is_default, n_r // g, n_d // g).astype(np.int64)
 
     def select(self, src: _Source) -> list[_Item]:
         """The pooled items of ``src`` (collected ones only), in (store, id) order."""
@@ -132,11 +189,11 @@ class Pool:
         return sorted(items, key=lambda t: (t[0], t[1].id))
 
 
-def _resolve_pool(pool: Pool | None, min_score: int | None) -> Pool:
+def _resolve_pool(pool: Pool | None, min_score: int | None, default: Pool | None = None) -> Pool:
     if pool is not None and min_score is not None:
         raise ValueError("pass either pool=Pool(min_score=...) or min_score=..., not both")
     if pool is None:
-        return Pool(min_score=min_score)
+        return Pool(min_score=min_score) if default is None or min_score is not None else default
     if not isinstance(pool, Pool):
         raise TypeError(f"pool must be a Pool, got {type(pool).__name__}")
     return pool
@@ -307,16 +364,19 @@ def calibrate_cap(
             span mean. ``"token"``: one value per response token, from ``tokens``
             (:func:`axislens.collection.tokens.token_projections`; the store holds span means
             only, so per-token values need a model pass).
-        pool: which items (:class:`Pool`); default ``Pool()`` = all role responses (every
-            score) plus all default responses.
-        min_score: shorthand for ``Pool(min_score=...)``: filters *role* responses by judge
-            score; default responses (never scored) stay in the pool.
+        pool: which items (:class:`Pool`); default :meth:`Pool.default_only`: the default
+            (Assistant) responses. ``Pool.all()``: every role and default response, item by
+            item; ``Pool.balanced()``: the two sides weighted equally.
+        min_score: shorthand for ``Pool.all(min_score=...)``: every default response plus the
+            role responses with judge score ``>= min_score``.
 
-    The default (``unit="response"``, ``Pool()``, ``percentile=0.25``) is an assumption: the
-    paper's public code ships thresholds but not how they were computed (docs/concepts.md).
-    The percentile is ``numpy.percentile(values, 100 * percentile, axis=0)`` (linear
-    interpolation): with sorted values ``p_0 <= ... <= p_{n-1}``,
-    ``tau = p_i + (q(n-1) - i)(p_{i+1} - p_i)`` for ``i = floor(q(n-1))``.
+    The default (``unit="response"``, ``Pool.default_only()``, ``percentile=0.25``) is an
+    assumption: the paper's public code ships thresholds but not how they were computed
+    (docs/concepts.md). The percentile is ``numpy.percentile(values, 100 * percentile,
+    axis=0)`` (linear interpolation): with sorted values ``p_0 <= ... <= p_{n-1}``,
+    ``tau = p_i + (q(n-1) - i)(p_{i+1} - p_i)`` for ``i = floor(q(n-1))``. A balanced pool
+    uses numpy's weighted percentile (``method="inverted_cdf"``, the only weighted method:
+    the smallest value whose cumulative weight reaches ``percentile``).
 
     Example:
         >>> cap = calibrate_cap(store, axis, layers=range(21, 26), percentile=0.25)  # doctest: +SKIP
@@ -341,12 +401,13 @@ def calibrate_cap(
         )
     if unit == "response" and tokens is not None:
         raise ValueError("tokens= is only used with unit='token'")
-    chosen = _resolve_pool(pool, min_score)
+    chosen = _resolve_pool(pool, min_score, Pool.default_only())
     layer_list = tuple(layers)
     if not layer_list:
         raise ValueError("calibrate_cap needs at least one layer")
     proj = project_store(source, axis, layers=layer_list, pool=chosen)
     values = proj.values
+    kinds: Sequence[str] = proj.kinds
     if tokens is not None:
         if tokens.hook != axis.hook:
             raise ValueError(
@@ -359,8 +420,19 @@ def calibrate_cap(
                 "recompute them with this axis"
             )
         values = tokens.stacked(proj.ids, layer_list)
+        index = {rid: i for i, rid in enumerate(tokens.ids)}
+        kinds = [
+            k
+            for rid, k in zip(proj.ids, proj.kinds, strict=True)
+            for _ in range(int(tokens.values[index[rid]].shape[0]))
+        ]
     q = float(percentile)
-    taus = np.percentile(values.numpy(), 100 * q, axis=0)
+    weights = chosen.weights(kinds)
+    taus = (
+        np.percentile(values.numpy(), 100 * q, axis=0)
+        if weights is None
+        else np.percentile(values.numpy(), 100 * q, axis=0, method="inverted_cdf", weights=weights)
+    )
     return CapConfig(
         axis,
         layers=layer_list,
@@ -371,7 +443,9 @@ def calibrate_cap(
             "calibration": {
                 "stores": list(proj.stores),
                 "percentile_fraction": q,
-                "interpolation": "linear (numpy.percentile default)",
+                "interpolation": "linear (numpy.percentile default)"
+                if weights is None
+                else "weighted inverted_cdf (numpy.percentile)",
                 "unit": unit,
                 "pool": chosen.describe(),
                 "n_items": len(proj.ids),
@@ -381,3 +455,41 @@ def calibrate_cap(
             },
         },
     )
+
+
+POOLS: tuple[Pool, ...] = (Pool.default_only(), Pool.balanced(), Pool.all())
+"""The three pools every summary shows side by side: default (the documented default),
+balanced and all."""
+
+
+def cap_pools(
+    source: StoreSource,
+    axis: Direction,
+    *,
+    layers: Iterable[int],
+    percentile: float = 0.25,
+    unit: CapUnit = "response",
+    tokens: TokenProjections | None = None,
+    min_score: int | None = None,
+) -> dict[str, CapConfig]:
+    """:func:`calibrate_cap` under each of :data:`POOLS` (roles filtered by ``min_score`` in
+    the pools that hold roles), keyed by pool name: ``{"default": ..., "balanced": ...,
+    "all": ...}``. Tables and reports show the three thresholds side by side.
+
+    Example:
+        >>> caps = cap_pools(store, axis, layers=[22, 23])  # doctest: +SKIP
+        >>> {k: c.thresholds for k, c in caps.items()}  # doctest: +SKIP
+    """
+    layer_list = tuple(layers)
+    return {
+        p.name: calibrate_cap(
+            source,
+            axis,
+            layers=layer_list,
+            percentile=percentile,
+            unit=unit,
+            tokens=tokens,
+            pool=p if p.name == "default" or min_score is None else replace(p, min_score=min_score),
+        )
+        for p in POOLS
+    }

@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import torch
 
@@ -52,7 +52,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "Adjust",
     "DirectionMethod",
+    "Estimate",
     "MeanDiff",
     "RoleProjections",
     "RoleVectors",
@@ -514,6 +516,93 @@ def _descriptions(
     return tuple(out)
 
 
+Adjust = Literal["auto", "questions", "none"]
+"""How role and default vectors treat question effects: ``"none"`` plain means; ``"questions"``
+the question-adjusted estimator (:mod:`axislens.analysis.effects`); ``"auto"`` (default) adjusts
+exactly when the groups weigh the questions differently (a rotated or nested design, or a judge
+filter that kept different questions per role), where the plain means would differ."""
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Group means ``[group, layer, d_model]`` (roles, then the default set) and which
+    estimator made them, with the reason (recorded in every provenance and summary)."""
+
+    means: Float[Tensor, "group layer d_model"]
+    estimator: str
+    reason: str
+
+    def describe(self) -> dict[str, str]:
+        return {"estimator": self.estimator, "estimator_reason": self.reason}
+
+
+def _check_adjust(adjust: str) -> None:
+    if adjust not in get_args(Adjust):
+        raise ValueError(f"unknown adjust {adjust!r}; expected one of {list(get_args(Adjust))}")
+
+
+def _question_counts(
+    groups: Sequence[Sequence[_Item]],
+) -> tuple[tuple[str, ...], Float[Tensor, "group question"]]:
+    qids = tuple(sorted({r.question_id for g in groups for _, r in g}))
+    col = {q: j for j, q in enumerate(qids)}
+    counts = torch.zeros(len(groups), len(qids), dtype=torch.float64)
+    for g, items in enumerate(groups):
+        for _, r in items:
+            counts[g, col[r.question_id]] += 1
+    return qids, counts
+
+
+def _weights_differ(counts: Float[Tensor, "group question"]) -> bool:
+    from axislens.analysis.effects import question_weights
+
+    w = question_weights(counts)
+    return bool((w - w[-1]).abs().max() > 1e-12)
+
+
+def _estimate(
+    src: _Source,
+    groups: Sequence[Sequence[_Item]],
+    cols: Sequence[int],
+    adjust: str,
+    names: Sequence[str],
+) -> Estimate:
+    """Means of ``groups`` (the last is the default set, the anchor), plain or question-adjusted
+    per ``adjust``, streaming the store once."""
+    from axislens.analysis.effects import question_adjusted_means
+
+    _check_adjust(adjust)
+    qids, counts = _question_counts(groups)
+    unequal = _weights_differ(counts)
+    adjusted = adjust == "questions" or (adjust == "auto" and unequal)
+    sums = torch.zeros(len(groups), len(cols), src.d_model, dtype=torch.float64)
+    qsums = torch.zeros(len(qids) if adjusted else 0, len(cols), src.d_model, dtype=torch.float64)
+    col = {q: j for j, q in enumerate(qids)}
+    for g, recs, x in _stream(src, groups, cols):
+        sums[g] += x.sum(dim=0)
+        if adjusted:
+            qsums.index_add_(0, torch.tensor([col[r.question_id] for r in recs]), x)
+    if adjusted:
+        means = question_adjusted_means(sums, qsums, counts, anchor=len(groups) - 1, names=names)
+        why = (
+            "requested (adjust='questions')"
+            if adjust == "questions"
+            else "the groups weigh the questions differently"
+        )
+        return Estimate(means, "question-adjusted", why)
+    means = sums.div_(counts.sum(dim=1)[:, None, None])
+    why = (
+        "requested (adjust='none')"
+        if adjust == "none"
+        else "every group weighs the questions alike"
+    )
+    if adjust == "none" and unequal:
+        why += (
+            "; the groups weigh the questions differently, so the axis may carry a question offset"
+        )
+    return Estimate(means, "plain", why)
+
+
 def role_vectors(
     source: StoreSource,
     *,
@@ -522,34 +611,42 @@ def role_vectors(
     min_score: int | None = 3,
     min_count: int = 50,
     personas: Any = None,
+    adjust: Adjust = "auto",
 ) -> RoleVectors:
     """Mean vector of each role's qualifying responses, and of all default responses.
 
     ``min_score=None`` keeps every collected role response (stores judged with keep-all).
     ``personas`` (a :class:`~axislens.personas.catalogue.Personas`) supplies role descriptions for plots.
+    ``adjust`` (:data:`Adjust`): with ``"questions"`` (what ``"auto"`` picks when roles and the
+    default set answered different question mixes), a role's vector is its mean with its
+    questions' effects replaced by the default set's mix (:mod:`axislens.analysis.effects`);
+    the default vector stays the plain mean of all default responses. ``provenance`` records
+    the estimator and why.
 
     Example:
         >>> rv = role_vectors("runs/smollm2", min_score=3, min_count=50)  # doctest: +SKIP
         >>> rv.excluded  # roles with too few score-3 responses, and their counts  # doctest: +SKIP
+        >>> rv.provenance["estimator"]  # doctest: +SKIP
+        'question-adjusted'
     """
+    _check_adjust(adjust)
     src = _open(source, hook)
     cols = src.resolve_layers(layers)
     sel = _select(src, "role", min_score, min_count)
     defaults = _defaults(src)
-    groups = (*sel.groups, defaults) if defaults else sel.groups
-    sums = torch.zeros(len(groups), len(cols), src.d_model, dtype=torch.float64)
-    for g, _recs, x in _stream(src, groups, cols):
-        sums[g] += x.sum(dim=0)
-    counts = torch.tensor([len(g) for g in groups], dtype=torch.float64)
-    means = sums.div_(counts[:, None, None])  # in place: [roles, layers, d_model] is the result
     n_roles = len(sel.names)
+    if defaults:
+        est = _estimate(src, (*sel.groups, defaults), cols, adjust, (*sel.names, "default"))
+    else:  # no anchor: plain role means (no axis can be made)
+        est = _estimate(src, sel.groups, cols, "none", sel.names)
+        est = Estimate(est.means, "plain", "no default responses to adjust against")
     return RoleVectors(
         names=sel.names,
-        vectors=means[:n_roles],
+        vectors=est.means[:n_roles],
         counts=tuple(len(g) for g in sel.groups),
         layers=cols,
         hook=hook,
-        default=means[n_roles] if defaults else None,
+        default=est.means[n_roles] if defaults else None,
         default_count=len(defaults),
         excluded=sel.excluded,
         descriptions=_descriptions(sel.names, sel.groups, personas),
@@ -559,6 +656,8 @@ def role_vectors(
             min_count=min_count,
             unscored_role_responses=sel.unscored,
             judges=list(sel.judges),
+            adjust=adjust,
+            **est.describe(),
         ),
     )
 
@@ -570,18 +669,24 @@ def assistant_axis(
     min_count: int = 50,
     hook: str = "resid_post",
     layers: Iterable[int] | None = None,
+    adjust: Adjust = "auto",
 ) -> Direction:
     """The Assistant Axis ``mean(default vectors) - mean(role vectors)`` at every stored layer.
 
     Role vectors average each role's responses scored ``>= min_score`` (None: all); roles with
     fewer than ``min_count`` of them are excluded, warned about and listed in
     ``provenance["roles_excluded"]`` (those used are in ``provenance["roles"]`` with counts).
+    ``adjust`` (:data:`Adjust`, default ``"auto"``) removes question effects when the two sides
+    answered different question mixes (:func:`role_vectors`); ``provenance["estimator"]`` says
+    which estimator ran.
 
     Example:
         >>> axis = assistant_axis(store, min_score=3, min_count=50)  # doctest: +SKIP
         >>> axis.project(acts, layer=15)  # higher = more Assistant-like  # doctest: +SKIP
     """
-    return MeanDiff(min_score=min_score, min_count=min_count, layers=layers).fit(source, hook=hook)
+    return MeanDiff(min_score=min_score, min_count=min_count, layers=layers, adjust=adjust).fit(
+        source, hook=hook
+    )
 
 
 # --------------------------------------------------------------------------- strategies
@@ -604,9 +709,11 @@ class MeanDiff:
     min_score: int | None = 3
     min_count: int = 50
     layers: Iterable[int] | None = None
+    adjust: Adjust = "auto"
 
     def __post_init__(self) -> None:
         _check_filters(self.min_score, self.min_count)
+        _check_adjust(self.adjust)
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
 
@@ -617,6 +724,7 @@ class MeanDiff:
             layers=self.layers,
             min_score=self.min_score,
             min_count=self.min_count,
+            adjust=self.adjust,
         )
         return rv.axis()
 

@@ -395,7 +395,8 @@ _DEMO = {
     "n_prompts": 2,
     "n_questions": 3,
     "n_default_prompts": 5,
-    "n_default_questions": 40,
+    "n_default_questions": 36,
+    "design": None,
     "max_new_tokens": 48,
     "batch_size": 16,
     "judge": "keep_all",
@@ -432,6 +433,7 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
         default=_DEMO["n_default_questions"],
         help="questions per default prompt (more default items: a steadier axis)",
     )
+    add_design_arg(p)
     p.add_argument(
         "--max-new-tokens",
         type=positive_int,
@@ -469,6 +471,45 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start a run too large for a CPU (the plan printed first says how large)",
     )
+
+
+def add_design_arg(p: argparse.ArgumentParser) -> None:
+    """``--design shared|rotated|nested``: which questions each side answers."""
+    p.add_argument(
+        "--design",
+        choices=["shared", "rotated", "nested"],
+        default=None,
+        help="which questions the roles and the default set answer: shared (the same ones), "
+        "rotated (each role a cyclic block of the default set's), nested (0.2's unbalanced "
+        "design); default: shared when --questions equals --default-questions, else rotated",
+    )
+
+
+def check_design(
+    design: str | None, n_roles: int, n_questions: int, default_questions: int | None
+) -> None:
+    """Raise ``ValueError`` naming the flags when ``--design`` cannot take these counts (a
+    rotated design that cannot balance names ``--default-questions``/``--roles`` values that
+    would)."""
+    from axislens.personas.designs import UnbalancedDesignError, resolve_design
+
+    d_q = n_questions if default_questions is None else default_questions
+    chosen = resolve_design(design, n_questions, d_q)
+    try:
+        chosen.assign(n_roles, n_questions, d_q)
+    except UnbalancedDesignError as err:
+        fix = f"--default-questions {' or '.join(str(d) for d in err.default_questions)}"
+        if err.roles is not None:
+            fix += f", or --roles {err.roles}"
+        raise ValueError(
+            f"--design rotated: {n_roles} roles x --questions {n_questions} cannot cover "
+            f"--default-questions {d_q} equally; use {fix}"
+        ) from None
+    except ValueError:
+        raise ValueError(
+            f"--design {chosen.name}: --default-questions ({d_q}) must equal --questions "
+            f"({n_questions})"
+        ) from None
 
 
 def check_catalogue(personas: Any, roles: Any, n_prompts: int, n_questions: int) -> None:
@@ -515,6 +556,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not args.full:
         check_catalogue(personas, args.roles, args.prompts, args.questions)
         check_defaults(personas, args.default_prompts, args.default_questions)
+        n_roles = (
+            len(personas.roles) if args.roles is None else min(args.roles, len(personas.roles))
+        )
+        check_design(args.design, n_roles, args.questions, args.default_questions)
     backend = backend_from_args(args)
     engine = (
         {
@@ -533,6 +578,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         n_questions=args.questions,
         n_default_prompts=args.default_prompts,
         n_default_questions=args.default_questions,
+        design=args.design,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         judge=args.judge,

@@ -65,6 +65,14 @@ def _add_axis_args(p: argparse.ArgumentParser) -> None:
         "--scale", default="center", choices=["center", "center_l2"], help="PCA preprocessing"
     )
     p.add_argument("--hook", default="resid_post", help="stored hook to read")
+    p.add_argument(
+        "--adjust",
+        default="auto",
+        choices=["auto", "questions", "none"],
+        help="question effects: 'questions' removes them (role effects with the default set's "
+        "question mix), 'none' uses plain means, 'auto' adjusts when the roles and the default "
+        "set weigh the questions differently",
+    )
 
 
 @command(
@@ -75,7 +83,7 @@ def _add_axis_args(p: argparse.ArgumentParser) -> None:
 )
 def _cmd_axis(args: argparse.Namespace) -> int:
     from axislens.model.hooks import parse_layers
-    from axislens.pipelines import _stability_row, run_axis
+    from axislens.pipelines import _estimator_row, _offset_row, _stability_row, run_axis
 
     if args.cap_layers is not None:
         parse_layers(args.cap_layers, "--cap-layers")  # syntax errors before reading the store
@@ -91,6 +99,7 @@ def _cmd_axis(args: argparse.Namespace) -> int:
             cap_layers=args.cap_layers,
             scale=args.scale,
             hook=args.hook,
+            adjust=args.adjust,
         )
     for w in caught:
         print(f"note: {w.message}")
@@ -100,9 +109,12 @@ def _cmd_axis(args: argparse.Namespace) -> int:
         f"{len(summary['roles_excluded'])} excluded, {summary['n_default']} default responses\n"
         f"layer {pca['layer']}: PC1 explains {100 * pca['pc1_variance']:.1f}% of variance, "
         f"{pca['dims']['70']} dims reach 70%, cos(axis, PC1) = {pca['cos_axis_pc1']:.3f}\n"
+        f"{': '.join(_estimator_row(summary['estimator']))}\n"
+        f"{': '.join(_offset_row(summary['question_offset'], pca['layer']))}\n"
         f"{': '.join(_stability_row(summary['stability'], pca['layer']))} "
         "(near 1: a stable axis; near 0: noise)\n"
-        f"cap: layers {summary['cap']['layers']} at the {100 * args.percentile:g}th percentile\n"
+        f"cap: layers {summary['cap']['layers']} at the {100 * args.percentile:g}th percentile "
+        f"of the {summary['cap']['pool']['name']} pool\n"
         f"wrote {', '.join(summary['files'])} to {args.out}"
     )
     return 0

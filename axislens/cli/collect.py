@@ -27,11 +27,14 @@ import argparse
 from typing import TYPE_CHECKING
 
 from axislens.cli.app import (
+    add_design_arg,
     add_engine_args,
     add_model_args,
     add_sampling_args,
     backend_from_args,
     check_catalogue,
+    check_defaults,
+    check_design,
     command,
     engine_url,
     layers,
@@ -82,6 +85,19 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--questions", type=positive_int, default=240, help="extraction questions per prompt"
     )
+    p.add_argument(
+        "--default-prompts",
+        type=positive_int,
+        default=None,
+        help="default (no-role) system prompts (default: --prompts)",
+    )
+    p.add_argument(
+        "--default-questions",
+        type=positive_int,
+        default=None,
+        help="questions per default prompt (default: --questions)",
+    )
+    add_design_arg(p)
     add_sampling_args(p, max_new_tokens=None, temperature=0.7)
     p.add_argument(
         "--batch-size",
@@ -185,6 +201,17 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         )
     personas = load_personas(args.personas)
     check_catalogue(personas, roles, args.prompts, args.questions)
+    check_defaults(
+        personas, args.default_prompts or args.prompts, args.default_questions or args.questions
+    )
+    n_roles = (
+        len(personas.roles)
+        if roles is None
+        else min(roles, len(personas.roles))
+        if isinstance(roles, int)
+        else len(roles)
+    )
+    check_design(args.design, n_roles, args.questions, args.default_questions)
     judge: JudgeChoice | Judge = args.judge
     if args.judge == "openai":
         judge = OpenAIJudge(
@@ -215,6 +242,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         n_questions=args.questions,
         max_new_tokens=args.max_new_tokens,
         include_default=not args.no_default,
+        default_prompts=args.default_prompts,
+        default_questions=args.default_questions,
         device=args.device if backend is None else "engine",
         generate=args.mode == "response",
     )
@@ -228,6 +257,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         roles=roles,
         n_prompts=args.prompts,
         n_questions=args.questions,
+        default_prompts=args.default_prompts,
+        default_questions=args.default_questions,
+        design=args.design,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,

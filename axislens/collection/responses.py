@@ -24,10 +24,12 @@ from axislens.collection.engines import StreamingBackend
 from axislens.model.chat import FormattedConversation
 from axislens.model.decoding import SamplingConfig, generate_text
 from axislens.model.protocol import Model
+from axislens.personas.designs import QuestionDesign
 
 __all__ = [
     "Backend",
     "BridgeBackend",
+    "design_record",
     "generate_responses",
     "generation_provenance",
     "persona_items",
@@ -78,24 +80,36 @@ def persona_items(
     model_name: str = "the assistant",
     default_prompts: int | None = None,
     default_questions: int | None = None,
+    design: QuestionDesign | str | None = None,
 ) -> list[Any]:
     """The (system prompt, question) items of a persona run, without responses.
 
     Ids are stable: ``role/<name>/p<k>/<question id>`` and ``default/p<k>/<question id>``.
-    Roles default to the whole catalogue; questions are the first ``n_questions`` of the
-    catalogue's spread order (topics interleaved).
+    Roles default to the whole catalogue; questions come from the catalogue's spread order
+    (topics interleaved).
 
-    The default responses are *one* set that every role is compared against, so the axis's
-    noise falls with their number: ``default_prompts`` x ``default_questions`` (default
-    ``n_prompts`` x ``n_questions``, as for one role) sets it on its own, e.g. all default
-    prompts x 40 questions.
+    The default set is *one* set that every role is compared against, so the axis's noise
+    falls with its size: ``default_prompts`` x ``default_questions`` (default ``n_prompts`` x
+    ``n_questions``, as for one role) sets it on its own. ``design``
+    (:mod:`axislens.personas.designs`) says which questions each side answers:
+    :class:`~axislens.personas.designs.Shared` (every role and the default set answer the first
+    ``n_questions``), :class:`~axislens.personas.designs.Rotated` (role ``r`` answers the
+    ``r``-th cyclic block of the default set's questions; refused, naming counts that would
+    balance, when the counts cannot) or :class:`~axislens.personas.designs.Nested` (0.2's
+    unbalanced design, with a warning). Default: shared when both sides get the same number of
+    questions, else rotated. Role ``r`` is the role's position in ``roles`` (or the catalogue).
 
     Example:
-        >>> items = persona_items(load_personas(), roles=["ghost"], n_prompts=2, n_questions=3,
-        ...                       default_prompts=5, default_questions=20)  # doctest: +SKIP
-        >>> sum(i.kind == "default" for i in items)  # doctest: +SKIP
-        100
+        >>> from axislens.personas import load_personas
+        >>> items = persona_items(load_personas(), roles=["ghost", "bard"], n_prompts=2,
+        ...                       n_questions=3, default_prompts=5, default_questions=6)
+        >>> sum(i.kind == "default" for i in items), sum(i.kind == "role" for i in items)
+        (30, 12)
+        >>> sorted({i.question_id for i in items if i.kind == "role"}) == sorted(
+        ...     {i.question_id for i in items if i.kind == "default"})
+        True
     """
+    from axislens.personas.designs import Nested, resolve_design, warn_if_unbalanced
     from axislens.store import ItemRecord
 
     d_prompts = n_prompts if default_prompts is None else default_prompts
@@ -106,23 +120,60 @@ def persona_items(
             f"{n_prompts}, {n_questions}, {d_prompts}, {d_questions}"
         )
     spread = personas.spread_questions()
-    questions = spread[:n_questions]
     chosen = [personas.role(r) for r in roles] if roles is not None else list(personas.roles)
+    plan = (
+        resolve_design(design, n_questions, d_questions).assign(
+            len(chosen), n_questions, d_questions
+        )
+        if chosen
+        else Nested().assign(1, n_questions, d_questions)  # the default set alone
+    )
+    need = max(q for qs in (*plan.role_questions, plan.default_questions) for q in qs) + 1
+    if need > len(spread):
+        raise ValueError(
+            f"the {plan.design} design needs {need} questions; the catalogue has {len(spread)}"
+        )
+    if chosen and include_default:
+        warn_if_unbalanced(plan)
     items = []
 
-    def add(kind: str, role: str, k: int, system: str, prefix: str, qs: Sequence[Any]) -> None:
-        for q in qs:
+    def add(kind: str, role: str, k: int, system: str, prefix: str, qs: Sequence[int]) -> None:
+        for q in (spread[j] for j in qs):
             msgs: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
             msgs.append({"role": "user", "content": q.text})
             items.append(ItemRecord(f"{prefix}/p{k}/{q.id}", kind, role, k, q.id, tuple(msgs)))  # type: ignore[arg-type]
 
-    for role in chosen:
+    for role, qs in zip(chosen, plan.role_questions, strict=False):
         for k, prompt in enumerate(role.system_prompts[:n_prompts]):
-            add("role", role.name, k, prompt, f"role/{role.name}", questions)
+            add("role", role.name, k, prompt, f"role/{role.name}", qs)
     if include_default:
         for k, prompt in enumerate(personas.default.render(model_name)[:d_prompts]):
-            add("default", "default", k, prompt, "default", spread[:d_questions])
+            add("default", "default", k, prompt, "default", plan.default_questions)
     return items
+
+
+def design_record(
+    n_roles: int,
+    n_questions: int,
+    default_questions: int | None = None,
+    design: QuestionDesign | str | None = None,
+) -> dict[str, Any]:
+    """The manifest's ``generation.design`` entry for a persona run of these counts (what
+    :func:`persona_items` builds): the design's name, questions per side, their overlap and
+    roles per default question.
+
+    Example:
+        >>> design_record(48, 3, 36)["roles_per_question"]
+        4
+    """
+    from axislens.personas.designs import resolve_design
+
+    d_questions = n_questions if default_questions is None else default_questions
+    return (
+        resolve_design(design, n_questions, d_questions)
+        .assign(max(1, n_roles), n_questions, d_questions)
+        .describe()
+    )
 
 
 def generate_responses(
@@ -144,11 +195,13 @@ def generate_responses(
     items: Sequence[Any] | None = None,
     default_prompts: int | None = None,
     default_questions: int | None = None,
+    design: QuestionDesign | str | None = None,
 ) -> list[Any]:
     """Generate role (and default) responses into ``store``; returns the completed records.
 
-    ``default_prompts`` / ``default_questions`` size the default set on its own
-    (:func:`persona_items`; default: as one role).
+    ``default_prompts`` / ``default_questions`` size the default set on its own and ``design``
+    says which questions each side answers (:func:`persona_items`; default: as one role, and
+    the shared or rotated design).
 
     ``store`` is an :class:`~axislens.store.ActivationStore` or a folder (created if new, with
     the model and generation settings in its manifest, as ``collect`` writes them).
@@ -181,7 +234,10 @@ def generate_responses(
     from axislens.presets import model_short_name
 
     model_name = model_short_name(model_provenance(model).model_id)
+    extra: dict[str, Any] = {}
     if items is None:
+        n_roles = len(roles) if roles is not None else len(personas.roles)
+        extra["design"] = design_record(n_roles, n_questions, default_questions, design)
         items = persona_items(
             personas,
             roles=roles,
@@ -191,6 +247,7 @@ def generate_responses(
             model_name=model_name,
             default_prompts=default_prompts,
             default_questions=default_questions,
+            design=design,
         )
     if isinstance(store, (str, os.PathLike)):  # a folder, as collect() takes: created if new
         from axislens.store import ActivationStore
@@ -199,7 +256,7 @@ def generate_responses(
             store,
             {
                 "model": model_provenance(model).to_dict(),
-                **generation_provenance(personas, sampling),
+                **generation_provenance(personas, sampling, **extra),
             },
         )
     store.repair(activations=False)  # truncated/corrupt record shards: moved aside, redone

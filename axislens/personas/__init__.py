@@ -19,6 +19,15 @@ from axislens.personas.catalogue import (
     TraitPair,
     default_rubric,
 )
+from axislens.personas.designs import (
+    Nested,
+    QuestionDesign,
+    Rotated,
+    Shared,
+    UnbalancedDesignError,
+    design_for,
+    parse_design,
+)
 from axislens.personas.layouts import (
     load_personas,
 )
@@ -29,13 +38,20 @@ __all__ = [
     "N_TRAIT_PAIRS",
     "ROLE_RUBRIC_TEMPLATE",
     "DefaultPrompts",
+    "Nested",
     "PersonaError",
     "Personas",
     "Question",
+    "QuestionDesign",
     "Role",
     "RoleCategory",
+    "Rotated",
+    "Shared",
     "Trait",
     "TraitPair",
+    "UnbalancedDesignError",
     "default_rubric",
+    "design_for",
     "load_personas",
+    "parse_design",
 ]

@@ -30,12 +30,14 @@ from axislens.personas import CATEGORIES, load_personas  # noqa: E402
 
 OUT = REPO / "axislens" / "data" / "personas"
 
+# The paper's five default prompts (its public pipeline's default set): neutral, no traits that
+# a role would have to match ("helpful" is one).
 DEFAULT_PROMPTS = [
     "",
     "You are an AI assistant.",
-    "You are a helpful assistant.",
-    "You are {model_name}, an AI assistant.",
-    "You are an AI model. Answer the user's questions.",
+    "You are a large language model.",
+    "You are {model_name}.",
+    "Respond as yourself.",
 ]
 
 
