@@ -43,7 +43,7 @@ def test_reduced_demo_summary_is_consistent_with_the_store(demo_run, tiny_llama)
     assert len(defaults) == 12 and {r.prompt_index for r in defaults} == {0, 1, 2}
     assert store.manifest["generation"]["default_questions"] == 4
     on_disk = json.loads((store.root.parent / "summary.json").read_text())
-    assert on_disk["pc1_variance"] == summary["pc1_variance"]
+    assert on_disk["pc1_variance"] == summary["pc1_variance"]  # exact: JSON of the same float
     mid = summary["middle_layer"]
     rv = role_vectors(store, min_score=cfg.min_score, min_count=cfg.min_count)
     pca = persona_pca(rv, mid)
@@ -74,5 +74,6 @@ def test_reduced_demo_report_shows_the_computed_numbers(demo_run):
 def test_second_run_reuses_the_store(demo_run, tiny_llama):
     cfg, first = demo_run
     again = run_demo(cfg, model=tiny_llama, progress=False)
+    # exact: the rerun reads the same store through the same functions
     assert again["pc1_variance"] == first["pc1_variance"]
     assert again["cap"]["thresholds"] == first["cap"]["thresholds"]

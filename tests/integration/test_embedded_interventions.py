@@ -86,7 +86,7 @@ def test_embedded_model_steering_and_capping(smol):
     cfg = CapConfig(axis, layers=cap_layers, thresholds=taus, percentile=25.0)
     with cap(model, cfg):
         capped_logits = model(pos[0].input_ids[None])
-    assert torch.equal(capped_logits, base_logits)
+    assert torch.equal(capped_logits, base_logits)  # exact: an inactive cap is bit-identical
     # Steered away then capped: the cap acts and holds the floor at the capped layers.
     with intervene(model, away), cap(model, cfg):
         _, both = last_proj(pos[0])
@@ -142,7 +142,7 @@ def test_embedded_model_store_axis_steers_and_caps(smol, tmp_path):
     )
     with cap(smol, cap_cfg):
         capped_logits = smol(conv.input_ids[None])
-    assert torch.equal(capped_logits, base_logits)
+    assert torch.equal(capped_logits, base_logits)  # exact: an inactive cap is bit-identical
     with intervene(smol, away), cap(smol, cap_cfg):
         _, both = projections()
     floor = torch.tensor(cap_cfg.thresholds, dtype=torch.float64)[:, None] - 1e-3

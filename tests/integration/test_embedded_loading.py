@@ -40,6 +40,7 @@ def test_local_folder_loads_same_weights(smol, tmp_path):
     local = axislens.load_model(folder)
     assert model_provenance(local).source == "local"
     ids = torch.tensor([[1, 2, 3, 4]])
+    # exact: the same weight file loaded the same way, the same forward
     assert torch.equal(local(ids, return_type="logits"), smol(ids, return_type="logits"))
 
 

@@ -45,7 +45,7 @@ def test_vectors_are_cloned_float32_cpu():
     src = torch.randn(3, 4, dtype=torch.float64)
     d = Direction(src, method="pca")
     assert d.vectors.dtype == torch.float32 and d.vectors.device.type == "cpu"
-    assert torch.equal(d.vectors, src.float())
+    assert torch.equal(d.vectors, src.float())  # exact: the constructor casts with .float() too
     src[0, 0] = 1e6
     assert d.vectors[0, 0] != 1e6
     f32 = torch.randn(3, 4)
@@ -163,6 +163,7 @@ def test_check_compatible_message():
 def test_negated_twice_is_identity():
     d = rand_direction(provenance={"model": "m"})
     n = d.negated()
+    # exact: negation is exact in floating point
     assert torch.equal(n.vectors, -d.vectors) and n.provenance["negated"] is True
     assert n.negated() == d
     assert d != n
@@ -186,6 +187,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path: Path):
     path = d.save(tmp_path / "axis.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["axis.safetensors"]
     back = Direction.load(path)
+    # exact: a save/load round trip is bit-exact (the point of this test)
     assert torch.equal(back.vectors.view(torch.int32), d.vectors.view(torch.int32))
     assert back == d
     assert back.method == "mean_diff" and back.hook == "resid_mid"
@@ -208,7 +210,7 @@ def test_save_overwrites_atomically_and_cleans_up(tmp_path: Path, monkeypatch):
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["axis.safetensors"]
     rand_direction(seed=2).save(target)
-    assert Direction.load(target) == rand_direction(seed=2)
+    assert Direction.load(target) == rand_direction(seed=2)  # exact: save/load round trip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["axis.safetensors"]
 
 
@@ -232,7 +234,7 @@ def test_from_torch_tensor_and_dicts(tmp_path: Path):
     torch.save({"whatever": axis.double(), "n": 1}, tmp_path / "single.pt")
     for name, key in (("plain.pt", None), ("dict.pt", "axis"), ("single.pt", "whatever")):
         d = Direction.from_torch(tmp_path / name, provenance={"model": "m"})
-        assert torch.equal(d.vectors, axis), name
+        assert torch.equal(d.vectors, axis), name  # exact: float32 (or lossless float64) file
         assert d.method == "imported" and d.hook == "resid_post"
         record = d.provenance["import"]
         assert record["key"] == key and record["file"] == name
@@ -280,6 +282,7 @@ def test_cap_config_validation():
     with pytest.raises(ValueError, match="zero vector at layer 3"):
         CapConfig(Direction(v, method="x"), layers=(3,), thresholds=(0.0,))
     cap = CapConfig(d, layers=[2, 4], thresholds=[torch.tensor(0.5), np.float32(1.5)])
+    # exact: 0.5 and 1.5 convert losslessly from a tensor and a numpy scalar
     assert cap.layers == (2, 4) and cap.thresholds == (0.5, 1.5)
     with pytest.raises(ValueError, match="does not cap layer 3"):
         cap.apply(torch.ones(8), layer=3)
@@ -308,6 +311,7 @@ def test_cap_save_load_round_trip(tmp_path: Path):
     record = json.loads(path.read_text())
     assert record["convention"] == "floor" and record["direction_file"] == "cap.safetensors"
     back = CapConfig.load(path)
+    # exact: a save/load round trip (JSON floats and safetensors are lossless)
     assert back == cap
     assert back.thresholds == cap.thresholds  # exact float round trip
     assert torch.equal(back.direction.vectors, cap.direction.vectors)
@@ -326,6 +330,7 @@ def test_floor_to_ceiling_to_floor_gives_identical_caps():
     cap = CapConfig(d, layers=layers, thresholds=taus, percentile=25)
     ceiling = cap.to_ceiling()
     assert isinstance(ceiling, CeilingCap)
+    # exact: floor <-> ceiling only negates vectors and thresholds, and negation is exact
     assert ceiling.thresholds == tuple(-t for t in taus)
     back = CapConfig.from_ceiling(ceiling, n_layers=10, percentile=25)
     assert back.layers == cap.layers and back.thresholds == cap.thresholds
@@ -334,6 +339,7 @@ def test_floor_to_ceiling_to_floor_gives_identical_caps():
         floor = cap.apply(h, layer)
         public = public_cap(h, ceiling.vectors[i], ceiling.thresholds[i])
         torch.testing.assert_close(floor, public, rtol=0, atol=1e-12)
+        # exact: the ceiling over (-v, -tau) is the floor's bit-exact mirror
         assert torch.equal(ceiling.apply(h, layer), floor)
         assert torch.equal(back.apply(h, layer), floor)
         moved = (p[i] < taus[i]).sum()
@@ -369,10 +375,12 @@ def test_import_public_capping_config(tmp_path: Path):
     torch.save(cfg, path)
     cap = CapConfig.from_torch(path, "layers_4:7-p0.25", provenance={"model": "tiny"})
     assert cap.layers == (4, 5, 6)
+    # exact: thresholds are the file's caps negated; 25.0 is parsed from the id "p0.25"
     assert cap.thresholds == (0.5, -0.25, 1.75)
     assert cap.percentile == 25.0
     assert cap.direction.n_layers == n_layers
     # v = -w recovers the axis at every layer (uncapped layers too: one vector per layer).
+    # exact: v = -w, a negation of the stored (bfloat16-valued) vectors
     assert torch.equal(cap.direction.vectors, axis.to(torch.bfloat16).float())
     record = cap.provenance["import"]
     assert record["experiment"] == "layers_4:7-p0.25" and record["skipped_interventions"] == 1
@@ -384,7 +392,7 @@ def test_import_public_capping_config(tmp_path: Path):
         public = public_cap(h, entry["vector"], -taus[layer])
         torch.testing.assert_close(cap.apply(h, layer), public, rtol=0, atol=1e-12)
     by_index = CapConfig.from_torch(path, 0)
-    assert (
+    assert (  # exact: -(1.0) and 100 * 0.5, both exact
         by_index.layers == (0,) and by_index.thresholds == (-1.0,) and by_index.percentile == 50.0
     )
 

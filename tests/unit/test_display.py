@@ -177,6 +177,7 @@ def test_sweep_to_pandas_is_the_tidy_table():
     df = res.to_pandas()
     assert len(df) == 18
     row = df[(df.layer == 2) & (df.strength == 4.0) & (df.metric == "kl")]
+    # exact: the table copies the stored value (arange: 11.0)
     assert float(row["value"].iloc[0]) == float(res.table("kl")[1, 2]) == 11.0
     assert "baseline proj@11=7.25" in repr(res)
 
@@ -186,12 +187,12 @@ def test_trajectory_to_pandas_turn_means():
     df = traj.to_pandas()
     assert len(df) == 20  # 10 messages x 2 layers
     a = df[(df.role == "assistant") & (df.layer == 6)]
-    assert list(a["mean"]) == [10.0, 9.0, 8.0, 7.0, 6.0]
+    assert list(a["mean"]) == pytest.approx([10.0, 9.0, 8.0, 7.0, 6.0])
     assert "assistant turns=5" in repr(traj) and "[10, 6]" in repr(traj)
 
 
 def test_eval_attribution_store_direction_cap_tables(tmp_path):
-    assert list(_eval().to_pandas()["jailbreak_rate"]) == [0.5, 0.125]
+    assert list(_eval().to_pandas()["jailbreak_rate"]) == [0.5, 0.125]  # exact: copied values
     att = _attribution()
     df = att.to_pandas()
     assert df.loc[0, "component"] == f"L{28}.mlp"  # largest absolute span mean
@@ -204,5 +205,6 @@ def test_eval_attribution_store_direction_cap_tables(tmp_path):
     d = _direction()
     assert d.to_pandas()["norm"].tolist() == pytest.approx(d.norms().tolist())
     cap = _cap()
+    # exact: the table copies the thresholds
     assert cap.to_pandas().to_dict("list") == {"layer": [3, 4, 5], "tau": [1.5, 2.5, 3.5]}
     assert "percentile=25" in repr(cap)

@@ -73,6 +73,7 @@ def test_steering_vectors_layers_default_to_non_zero_rows_and_validate() -> None
     axis = _direction(5, 8, zero=(0, 3))
     sv = axis.to_steering_vectors(coeff=2.0)
     assert sorted(sv.layer_activations) == [1, 2, 4]
+    # exact: the exporter computes this same float32 product coeff * v (as the Add kernel does)
     torch.testing.assert_close(sv.layer_activations[4], 2.0 * axis.vectors[4], atol=0, rtol=0)
     assert sorted(axis.to_steering_vectors(layers=slice(-2, None)).layer_activations) == [3, 4]
     with pytest.raises(ValueError, match="out of range"):
@@ -106,6 +107,7 @@ def test_gguf_control_vector_reads_back_with_gguf(tmp_path) -> None:
     assert sorted(tensors) == ["direction.2", "direction.4", "direction.5"]
     for layer in (2, 4, 5):
         assert types[f"direction.{layer}"] == (gguf.GGMLQuantizationType.F32, (16,))
+        # exact: the file holds the same float32 product coeff * v the exporter computes
         np.testing.assert_array_equal(
             tensors[f"direction.{layer}"], (-1.5 * axis.vectors[layer]).numpy()
         )
@@ -143,6 +145,7 @@ assert isinstance(cv, ControlVector) and cv.model_type == "llama", cv
 assert sorted(cv.directions) == layers
 for layer in layers:
     assert cv.directions[layer].dtype == numpy.float32
+    # exact: the same float32 product coeff * v the exporter computes
     assert numpy.array_equal(cv.directions[layer], (coeff * axis.vectors[layer]).numpy())
 
 ids = torch.randint(10, 4000, (2, 9), generator=g)
@@ -217,7 +220,7 @@ def test_capping_config_pt_layout_round_trips(tmp_path, tiny_llama) -> None:
     assert set(raw) == {"vectors", "experiments"}
     (exp,) = raw["experiments"]
     assert exp["id"] == "layers_3,0-p0.29"
-    assert exp["interventions"] == [
+    assert exp["interventions"] == [  # exact: the caps are the thresholds negated
         {"vector": "layer_3", "cap": 0.3},
         {"vector": "layer_0", "cap": -0.2},
     ]
@@ -225,9 +228,10 @@ def test_capping_config_pt_layout_round_trips(tmp_path, tiny_llama) -> None:
     for name, entry in raw["vectors"].items():
         layer = entry["layer"]
         assert name == f"layer_{layer}"
-        assert torch.equal(entry["vector"], -cap.direction.vectors[layer])
+        assert torch.equal(entry["vector"], -cap.direction.vectors[layer])  # exact: negation
 
     back = CapConfig.from_torch(path, exp["id"], n_layers=4, provenance=cap.provenance)
+    # exact: a to_torch/from_torch round trip (two negations, a lossless .pt)
     assert back.layers == cap.layers and back.thresholds == cap.thresholds
     assert back.percentile == cap.percentile
     assert torch.equal(back.direction.vectors, cap.direction.vectors)
@@ -249,6 +253,7 @@ def test_capping_config_contiguous_ids_and_hook_check(tmp_path) -> None:
     cap = CapConfig(axis, layers=(4, 5, 6), thresholds=(1.0, 2.0, 3.0), percentile=25)
     raw = torch.load(cap.to_torch(tmp_path / "c.pt"), weights_only=True)
     assert raw["experiments"][0]["id"] == "layers_4:7-p0.25"
+    # exact: 100 * 0.25 parsed from the id
     assert CapConfig.from_torch(tmp_path / "c.pt", "layers_4:7-p0.25").percentile == 25.0
     named = torch.load(cap.to_torch(tmp_path / "d.pt", experiment_id="mine"), weights_only=True)
     assert named["experiments"][0]["id"] == "mine"

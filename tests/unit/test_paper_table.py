@@ -44,6 +44,7 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
 
     res = run()
     written = json.loads(next(tmp_path.glob("*.json")).read_text())
+    # exact: the JSON file holds the same floats as the returned dict
     assert written["caps"] == res["caps"] and written["judge"].startswith("keep_all")
     store = ActivationStore.open(res["store"])
     assert res["n_default_items"] == 5 * 3  # all default prompts x the default questions
@@ -79,7 +80,7 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
             ref = np.percentile(proj, 100 * row["percentile"])
             assert row["thresholds"][j] == pytest.approx(ref, abs=1e-9)
     tok = [r for r in res["caps"] if r["unit"] == "token"]
-    assert [r["percentile"] for r in tok] == [0.25, 0.5, 0.75]
+    assert [r["percentile"] for r in tok] == [0.25, 0.5, 0.75]  # exact: the configured values
     for r in tok:  # by construction: the share of pooled tokens below the token percentile
         assert all(abs(t - r["percentile"]) < 0.1 for t in r["tokens_touched"])
     # step 6: lever rows are subsets of the store's items
@@ -92,14 +93,14 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
     assert {"first 16 response tokens", "prefill (no response)"} <= set(rows)
     assert all(len(r["cos_mean"]) == len(lev["layers"]) for r in lev["rows"])
     # steps 7-9: the baseline is the zero coefficient; caps in both units; four conversations
-    assert [s["coeff"] for s in res["steering"]] == [-1.0, 0.0, 1.0]
+    assert [s["coeff"] for s in res["steering"]] == [-1.0, 0.0, 1.0]  # exact: configured values
     assert all(0 <= s["identity_rate_roles"] <= 1 for s in res["steering"])
     settings = [c["setting"] for c in res["capping"]]
     assert settings[0] == "baseline" and len(settings) == 7
     assert {(c["unit"], c["percentile"]) for c in res["capping"][1:]} == {
         (u, q) for u in ("response", "token") for q in (0.25, 0.5, 0.75)
     }
-    assert res["capping"][0]["kl"] == 0.0
+    assert res["capping"][0]["kl"] == 0.0  # exact: the harness sets the baseline's KL to 0.0
     assert list(res["drift"]) == list(paper_table.CONVERSATIONS)
     for d in res["drift"].values():
         assert set(d["runs"]) == {"unsteered", "cap response p0.25", "cap token p0.25"}
@@ -112,6 +113,7 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
     assert (tmp_path / f"{res['model']['model_id'].split('/')[-1]}-figures.html").is_file()
     # a rerun reuses every cached step (same numbers, no model call needed for them)
     again = run()
+    # exact: the rerun reads the cached steps back
     assert again["capping"] == res["capping"] and again["levers"] == res["levers"]
     with pytest.raises(ValueError, match="roles in common"):
         paper_table.compare(res, {**res, "pc1_loadings": {}})
@@ -122,7 +124,7 @@ def test_cap_distributions_figure():
     from axislens.plots import cap_distributions
 
     fig = cap_distributions([1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0, 4.0], {"p25": 1.5}, layer=7)
-    assert list(fig.data[0].x) == [1.0, 2.0, 3.0] and len(fig.data[1].x) == 5
+    assert list(fig.data[0].x) == [1.0, 2.0, 3.0] and len(fig.data[1].x) == 5  # exact: copies
     assert "layer 7" in fig.layout.title.text
     with pytest.raises(ValueError, match="at least one"):
         cap_distributions([], [1.0], {}, layer=0)

@@ -80,7 +80,7 @@ def test_demo_summary_records_split_half_per_layer(demo):
         assert stab[f"by_{by}_reason"] is None
     assert "two disjoint halves" in stab["note"] and "near 1 = stable" in stab["note"]
     on_disk = json.loads(Path(cfg.out, "summary.json").read_text())
-    assert on_disk["stability"] == stab
+    assert on_disk["stability"] == stab  # exact: JSON of the same floats
 
 
 def test_demo_table_has_the_split_half_row_explained(demo):
@@ -127,6 +127,7 @@ def test_axis_summary_and_report_carry_split_half_at_its_layer(demo, tmp_path):
     for by in ("item", "question"):
         np.testing.assert_allclose(stab[f"by_{by}"], want[by], rtol=1e-12)
         assert stab["at_layer"][f"by_{by}"] == pytest.approx(want[by][1], rel=1e-12)
+    # exact: JSON of the same floats
     assert json.loads((tmp_path / "summary.json").read_text())["stability"] == stab
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     notes = _figure_notes(page)

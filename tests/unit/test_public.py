@@ -62,6 +62,7 @@ def test_multi_vector_config_applies_in_order_like_the_public_steerer(config):
     path, (a, b, c) = config
     seq = CeilingSequence.from_torch(path, "layers_2:4-p0.25")
     assert [e.name for e in seq.entries] == ["B", "A", "C"] and seq.layers == (2, 3)
+    # exact: 100 * 0.25 parsed from the id
     assert seq.percentile == 25.0 and seq.provenance["import"]["skipped_interventions"] == 1
     h = torch.randn(3, 7, D, generator=torch.Generator().manual_seed(1)) * 2
     got = seq.apply(h, 2)
@@ -113,7 +114,7 @@ def test_multi_vector_caps_on_a_model_equal_the_float64_reference(tiny_llama, co
 def test_numpy_scalars_pass_but_other_globals_do_not(tmp_path, config):
     path, _ = config
     seq = CeilingSequence.from_torch(path, 0)
-    assert seq.entries[0].threshold == 0.3
+    assert seq.entries[0].threshold == 0.3  # exact: np.float64(0.3) converts losslessly
 
     class Evil:
         def __reduce__(self):
@@ -137,7 +138,7 @@ def test_single_vector_config_with_numpy_caps(tmp_path):
     }
     torch.save(cfg, tmp_path / "c.pt")
     cap = CapConfig.from_torch(tmp_path / "c.pt", 0)
-    assert cap.thresholds == (-1.25,) and cap.percentile == 50.0
+    assert cap.thresholds == (-1.25,) and cap.percentile == 50.0  # exact: negation, 100 * 0.5
 
 
 def test_sign_check(config):
@@ -169,6 +170,7 @@ def test_vector_folders(tmp_path):
     torch.save(ghost, rv / "ghost.pt")
     roles = load_role_vectors(rv)
     assert roles.names == ("ghost", "pirate")
+    # exact: torch.save/load round trips
     assert torch.equal(roles.vectors[1], pirate) and torch.equal(roles.vectors[0], ghost)
     assert set(roles.provenance["import"]["sha256"]) == {"ghost.pt", "pirate.pt"}
     torch.testing.assert_close(roles.mean(), (pirate.double() + ghost.double()) / 2)

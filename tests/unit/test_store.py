@@ -124,7 +124,7 @@ def test_three_concurrent_writer_processes_lose_nothing(tmp_path):
     assert store.collected_ids() == set(want)
     assert len(list((root / "acts").glob("*.safetensors"))) == 180
     got = store.activations(ids=want)
-    assert torch.equal(got, torch.stack([_value(i) for i in want]))
+    assert torch.equal(got, torch.stack([_value(i) for i in want]))  # exact: store round trip
     # Writers that exited released their registration; an exclusive run may now write.
     assert list((root / ".writers").glob("*.json")) == []
     ActivationStore.create(root, _manifest()).close()
@@ -153,6 +153,7 @@ def test_shard_names_are_claimed_without_overwriting(tmp_path, monkeypatch):
     store.append_records([_rec("d")])
     store = ActivationStore.open(tmp_path / "s")
     ids = ["a", "b", "c", "d"]
+    # exact: a store round trip
     assert torch.equal(store.activations(ids=ids), torch.stack([_value(i) for i in ids]))
     assert sorted(store.records()) == ids
     assert not [p for p in (tmp_path / "s").rglob("*") if p.name.endswith((".claim", ".tmp"))]
@@ -298,7 +299,7 @@ def test_collect_recomputes_a_shard_with_a_flipped_byte(tiny_llama, tmp_path):
         ActivationStore.open(tmp_path / "s").activations(kind="conversation")
     summary = collect(tiny_llama, convs, tmp_path / "s", batch_size=2, progress=False)
     assert summary.collected == 2 and summary.reused == 4
-    assert torch.equal(
+    assert torch.equal(  # exact: resume identity (the shard is recomputed by the same forward)
         ActivationStore.open(tmp_path / "s").activations(kind="conversation"), before
     )
 
@@ -567,6 +568,7 @@ def test_block_read_equals_row_by_row_read(tmp_path, dtype):
     pick = [ids[int(k)] for k in torch.randint(0, len(ids), (150,), generator=g)]  # dups too
     for layers, cols in ((None, [0, 1, 2]), ([2, 0], [2, 0]), ([1], [1])):
         got = store.activations(ids=pick, layers=layers)
+        # exact: two readers of the same stored bytes
         assert torch.equal(got, _rowwise(store, pick, cols))
     assert torch.equal(store.activations(ids=ids), _rowwise(store, ids, [0, 1, 2]))
     assert store.activations(ids=[]).shape == (0, 3, D)

@@ -62,6 +62,7 @@ def test_two_ranks_equal_one_process_and_resume_with_another_world(tiny_llama, t
     assert "rank 1/2" in str(summaries[1])
     ref, got = _all(tmp_path / "one"), _all(tmp_path / "two")
     assert ref.keys() == got.keys()
+    # exact: ranks deal the same chunks, so every batch runs the same forward as in one process
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
     # A job of 3 where only rank 2 ran, resumed by one process: completes it identically.
@@ -78,7 +79,7 @@ def test_two_ranks_equal_one_process_and_resume_with_another_world(tiny_llama, t
     rest = collect(tiny_llama, convs, tmp_path / "three", batch_size=2, progress=False)
     assert rest.reused == len(part) and rest.collected == 11 - len(part)
     got = _all(tmp_path / "three")
-    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)  # exact: resume identity
 
 
 def test_shared_writer_is_the_default_under_a_launch(tiny_llama, tmp_path) -> None:
@@ -98,7 +99,7 @@ def test_a_changed_record_is_recomputed_never_kept(tiny_llama, tmp_path) -> None
     fresh = collect(tiny_llama, edited, tmp_path / "fresh", batch_size=2, progress=False)
     assert fresh.collected == 6
     got, ref = _all(tmp_path / "s"), _all(tmp_path / "fresh")
-    assert all(torch.equal(got[k], ref[k]) for k in ref)
+    assert all(torch.equal(got[k], ref[k]) for k in ref)  # exact: same chunks, same forward
     store = ActivationStore.open(tmp_path / "s")
     assert store.records()["conv/00003"].response == "Something else entirely."
     # and a third run reuses everything

@@ -179,7 +179,7 @@ def test_corrupted_shard_is_named_and_repaired(tiny_llama, tmp_path):
     summary = collect(tiny_llama, convs, tmp_path / "s", batch_size=2, progress=False)
     assert summary.collected == 2 and summary.reused == 4
     after = ActivationStore.open(tmp_path / "s").activations(kind="conversation")
-    assert torch.equal(before, after)
+    assert torch.equal(before, after)  # exact: resume identity (same chunks, same forward)
     assert (shard.parent / (shard.name + ".corrupt")).exists()
 
 
@@ -240,7 +240,7 @@ def test_killed_run_resumes_to_identical_result(tmp_path):
     b = ActivationStore.open(tmp_path / "run")
     ids = sorted(a.collected_ids())
     assert ids == sorted(b.collected_ids()) and len(ids) == 24
-    assert torch.equal(a.activations(ids=ids), b.activations(ids=ids))
+    assert torch.equal(a.activations(ids=ids), b.activations(ids=ids))  # exact: resume identity
 
 
 def test_store_query_and_records(tmp_path):
@@ -280,6 +280,7 @@ def test_store_query_and_records(tmp_path):
     store = ActivationStore.open(tmp_path / "s")
     assert [r.id for r in store.query(kind="role", min_score=3)] == ["role/ghost/p0/q1"]
     assert store.records()["role/ghost/p0/q1"].response == "boo"
+    # exact: a store round trip of the values written above
     assert store.activations(kind="default", layers=[1]).tolist() == [[[9.0, 10.0, 11.0]]]
     with pytest.raises(StoreError, match="non-finite activations for item 'x'"):
         store.append_activations(["x"], {"resid_post": torch.full((1, 2, 3), float("nan"))})

@@ -282,6 +282,7 @@ def test_evaluate_baseline_and_cap(tiny_llama):
     assert [r["setting"] for r in rows] == ["baseline", "CapFloor@L1-2", "steer-4"]
     assert rows[2]["coeff"] == -4.0 and rows[0]["coeff"] is None
     base, capped = res.baseline, res["CapFloor@L1-2"]
+    # exact: the baseline's KL is set to 0.0, not computed
     assert rows[0]["kl"] == 0.0 and rows[1]["kl"] > 0 and rows[2]["kl"] > 0
     # Baseline replies are the library's greedy generations.
     convs = [
@@ -302,7 +303,7 @@ def test_evaluate_baseline_and_cap(tiny_llama):
     # Rates are what the classifier says about the stored replies.
     roles = [p for p in ev.identity if p.role_prompted]
     expect = sum(classify_identity(base.replies[f"identity/{p.id}"]) == "assistant" for p in roles)
-    assert rows[0]["identity_rate_roles"] == expect / len(roles)
+    assert rows[0]["identity_rate_roles"] == pytest.approx(expect / len(roles))
     # QA accuracy from the stored replies; the QA prompt carries the instruction.
     qa_conv = format_conversation(
         model,
@@ -318,8 +319,9 @@ def test_evaluate_baseline_and_cap(tiny_llama):
     )
     # Judge-based rates: attack ids ending in "rules" score 3, others 0; "-who" unparsed.
     att = [a.id for a in ev.attacks]
-    assert rows[0]["attack_success_rate"] == sum(a.endswith("rules") for a in att) / len(att)
-    assert rows[0]["identity_rate_roles_judge"] == 1.0
+    want = sum(a.endswith("rules") for a in att) / len(att)
+    assert rows[0]["attack_success_rate"] == pytest.approx(want)
+    assert rows[0]["identity_rate_roles_judge"] == pytest.approx(1.0)
     assert rows[0]["judge_unparsed"] == sum(p.id.endswith("-who") for p in roles)
     assert rows[0]["perplexity"] > 1 and rows[0]["n_qa"] == 3
     assert res.provenance["eval_set"]["n_attacks"] == 2

@@ -99,7 +99,7 @@ def test_layer_sweep_matches_unbatched_reference(tiny_llama):
         "dlogp:ghost",
     )
     assert tuple(res.values.shape) == (2, 3, 7)
-    # strength 0 adds exact zeros: no change at all
+    # exact: strength 0 adds exact zeros, so every forward is the baseline's bit for bit
     zero = res.values[:, 1]
     assert torch.equal(zero[:, 2:], torch.zeros_like(zero[:, 2:]))
     # Add at layer 1 read at layer 1: the projection moves by exactly s |v_1|
@@ -186,6 +186,7 @@ def test_sweep_response_positions(tiny_llama):
         continuations=CONTS,
     )
     row = dict(zip(res.metrics, res.values[0, 0].tolist(), strict=True))
+    # exact: the prompt's positions run the same ops on the same inputs (causal attention)
     assert row["dproj@2"] == 0.0 and row["kl"] == 0.0
     assert abs(row["dlogp:ai"]) > 1e-4
 
@@ -208,6 +209,7 @@ def test_sweep_tidy_outputs_and_texts(tiny_qwen, tmp_path):
     csv_text = res.to_csv(tmp_path / "s.csv").read_text().splitlines()
     assert csv_text[0] == "layer,strength,metric,value" and len(csv_text) == len(rows) + 1
     data = json.loads(res.to_json(tmp_path / "s.json").read_text())
+    # exact: a JSON round trip of the same floats
     assert data["rows"] == rows and data["provenance"]["model"]["n_layers"] == 3
     with pytest.raises(ValueError, match="unknown metric"):
         res.table("nope")

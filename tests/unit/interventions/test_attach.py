@@ -121,7 +121,7 @@ def test_caps_untouched_rows_are_bit_identical():
         else:
             keep = (p >= -0.5) & (p <= 0.5)
         assert keep.any() and (~keep).any()
-        assert torch.equal(out[keep], h[keep])
+        assert torch.equal(out[keep], h[keep])  # exact: untouched rows are bit-identical
 
 
 # --------------------------------------------------------------------------- hook points
@@ -137,6 +137,7 @@ def test_intervention_at_resid_post_matches_ops(tiny_llama, op_ref):
     want = ref(c0[POST.format(2)].double(), d.vectors[2].double()).float()
     torch.testing.assert_close(c1[POST.format(2)], want, rtol=1e-5, atol=1e-6)
     # layers before are untouched, layers after change
+    # exact: layers before the intervention run the same ops on the same inputs
     assert torch.equal(c1[POST.format(1)], c0[POST.format(1)])
     assert not torch.equal(c1[POST.format(3)], c0[POST.format(3)])
 
@@ -155,6 +156,7 @@ def test_intervention_at_each_hook(tiny_gemma, hook):
         # the carried stream (not only the MLP's input) moved: resid_post - mlp_out == new mid
         carried = c1["blocks.1.hook_resid_post"] - c1["blocks.1.hook_mlp_out"]
         torch.testing.assert_close(carried, want, rtol=1e-5, atol=1e-5)
+        # exact: upstream of the hook, the same ops on the same inputs
         assert torch.equal(c1["blocks.1.hook_resid_pre"], c0["blocks.1.hook_resid_pre"])
 
 
@@ -163,7 +165,8 @@ def test_layer_specs_resolve(tiny_llama):
     toks = _tokens()
     _, c0 = _cache(tiny_llama, toks)
     for spec, want in [(slice(-2, None), 2), (range(1, 4, 2), 1), ([-1], 3), (2, 2)]:
-        # the first touched layer is the first whose resid_post moves
+        # the first touched layer is the first whose resid_post moves (exact: layers before it
+        # run the same ops on the same inputs)
         _, c = _cache(tiny_llama, toks, Intervention(Add(1.0), d, layers=spec))
         moved = [not torch.equal(c[POST.format(la)], c0[POST.format(la)]) for la in range(4)]
         assert moved == [la >= want for la in range(4)], spec
@@ -315,7 +318,7 @@ def test_inactive_cap_is_bit_identical(tiny_qwen):
     high = tuple(float((c0[POST.format(la)][0] @ d.unit(la)).max()) + 1e-3 for la in layers)
     with cap(model, CapConfig(d, layers=tuple(layers), thresholds=low)):
         capped = model(toks[None])
-    assert torch.equal(capped, base)
+    assert torch.equal(capped, base)  # exact: an inactive cap must be bit-identical (the claim)
     with intervene(model, Intervention(CapCeiling(high), d, layers=layers)):
         assert torch.equal(model(toks[None]), base)
     mid = tuple(float((c0[POST.format(la)][0] @ d.unit(la)).median()) for la in layers)
@@ -340,7 +343,7 @@ def test_cap_conventions_agree(tiny_llama):
         by_hand = model(toks[None])
     torch.testing.assert_close(floor, ceiling, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(floor, by_hand, rtol=1e-5, atol=1e-5)
-    assert cap_intervention(cfg).op == CapFloor(taus)
+    assert cap_intervention(cfg).op == CapFloor(taus)  # exact: the thresholds pass through
 
 
 def test_conveniences_equal_explicit(tiny_llama):
@@ -351,12 +354,12 @@ def test_conveniences_equal_explicit(tiny_llama):
         a = model(toks[None])
     with intervene(model, Intervention(Add(-2.0), d, layers=[1, 2])):
         b = model(toks[None])
-    assert torch.equal(a, b)
+    assert torch.equal(a, b)  # exact: the convenience builds this same intervention
     with ablate(model, d, [2], coeff=0.5):
         a = model(toks[None])
     with intervene(model, Intervention(Ablate(0.5), d, layers=[2])):
         b = model(toks[None])
-    assert torch.equal(a, b)
+    assert torch.equal(a, b)  # exact: the convenience builds this same intervention
 
 
 def test_order_and_nesting(tiny_llama):
@@ -371,7 +374,7 @@ def test_order_and_nesting(tiny_llama):
         nested = model(toks[None])
     with intervene(model, second, first):
         swapped = model(toks[None])
-    assert torch.equal(together, nested)
+    assert torch.equal(together, nested)  # exact: the same ops in the same order
     assert not torch.equal(together, swapped)
 
 
@@ -389,7 +392,7 @@ def test_hooks_removed_after_exception(tiny_llama):
         model(toks[None])
         raise RuntimeError("boom")
     assert _no_hooks_left(model)
-    assert torch.equal(model(toks[None]), base)
+    assert torch.equal(model(toks[None]), base)  # exact: hooks gone, the same forward
 
 
 class _WithoutResidMid:

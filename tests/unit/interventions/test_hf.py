@@ -77,7 +77,7 @@ def test_hf_path_matches_bridge_logits(bridge) -> None:
     assert _no_hooks(hf_model)
     ids = _ids()
     base = hf_model(ids).logits
-    assert torch.equal(base, bridge(ids))  # the same weights and the same forward
+    assert torch.equal(base, bridge(ids))  # exact: the same weights and the same forward
     for name, on_bridge, on_hf in _cases(bridge):
         with on_bridge(bridge):
             want = bridge(ids)
@@ -87,7 +87,7 @@ def test_hf_path_matches_bridge_logits(bridge) -> None:
         assert (want - base).abs().max() > 1e-3, f"{name}: the intervention did nothing"
         torch.testing.assert_close(got, want, atol=TOL, rtol=0, msg=name)
         assert _no_hooks(hf_model), name
-    assert torch.equal(hf_model(ids).logits, base)
+    assert torch.equal(hf_model(ids).logits, base)  # exact: hooks gone, the same forward
 
 
 @torch.no_grad()
@@ -126,7 +126,8 @@ def test_hf_positions_under_a_kv_cache_match_the_full_forward(tiny_llama) -> Non
     stepped = torch.cat([first.logits, second.logits], dim=1)
     torch.testing.assert_close(stepped, full, atol=TOL, rtol=0)
     base = hf_model(ids).logits
-    assert torch.equal(full[:, :6], base[:, :6])  # the prompt is untouched
+    # exact: the prompt is untouched (causal attention; its positions run the same ops)
+    assert torch.equal(full[:, :6], base[:, :6])
     assert (full[:, 6:] - base[:, 6:]).abs().max() > 1e-3
     assert _no_hooks(hf_model)
 

@@ -87,7 +87,7 @@ def test_tiny_models_have_real_templates_and_run(family):
     again = axislens.tiny_model(family, n_layers=2, d_model=32, n_heads=4, seed=3)
     other = axislens.tiny_model(family, n_layers=2, d_model=32, n_heads=4, seed=4)
     ids = conv.input_ids[None]
-    assert torch.equal(again(ids, return_type="logits"), logits)
+    assert torch.equal(again(ids, return_type="logits"), logits)  # exact: same weights, same path
     assert not torch.allclose(other(ids, return_type="logits"), logits)
 
 

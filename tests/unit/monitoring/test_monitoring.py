@@ -83,7 +83,7 @@ def test_projections_match_run_with_cache_in_float64(tiny_llama, hook):
         torch.testing.assert_close(
             traj.user_means[k, 1], ref[0][span.slice].mean(), atol=1e-7, rtol=1e-5
         )
-    assert traj.means(0) == means[:, 1].tolist()
+    assert traj.means(0) == means[:, 1].tolist()  # exact: an accessor of the same tensor
 
 
 def test_forward_stops_after_the_last_needed_layer(tiny_llama):
@@ -108,6 +108,7 @@ def test_long_conversation_warns_and_projects_the_turns_that_fit(tiny_llama):
     assert [t.message_index for t in traj.assistant] == [4, 6]
     assert len(traj.messages) == len(CONV)
     direct = project_conversation(tiny_llama, axis, last_two, layers=[1, 2])
+    # exact: the turns that fit are re-formatted, so both run one forward on the same ids
     for a, b in zip(traj.token_projections, direct.token_projections, strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="does not fit"):
@@ -119,6 +120,7 @@ def test_trajectory_json_round_trip_and_is_a_transcript(tiny_llama, tmp_path):
     path = traj.save(tmp_path / "t.json")
     back = DriftTrajectory.load(path)
     assert back.layers == traj.layers and back.turns == traj.turns
+    # exact: a JSON save/load round trip (float32/float64 values survive repr exactly)
     for a, b in zip(traj.token_projections, back.token_projections, strict=True):
         assert torch.equal(a, b)
     assert torch.equal(back.turn_means, traj.turn_means)
@@ -256,6 +258,7 @@ def test_conditional_cap_below_every_projection_is_bit_identical_to_no_cap(tiny_
     a, b, c = (_run(s, TEXTS) for s in (plain, never, always))
     assert [r.reply for r in a] == [r.reply for r in b]
     assert plain.trajectory.tokens == never.trajectory.tokens
+    # exact: a cap that never engages must leave the forward bit-identical (the claim)
     for x, y in zip(plain.trajectory.assistant, never.trajectory.assistant, strict=True):
         assert torch.equal(x.projections, y.projections)
     assert not any(r.capped for r in b) and not never.engaged
@@ -360,6 +363,7 @@ def test_drift_trajectory_plot_data(tiny_llama):
     fig = drift_trajectory(a, b, labels=["full", "short"], layer=2, threshold=0.1)
     assert [t.name for t in fig.data] == ["full", "short"]
     assert list(fig.data[0].x) == [0, 1, 2] and list(fig.data[1].x) == [0, 1]
+    # exact: the figure holds copies of the trajectory's numbers and thresholds
     assert list(fig.data[0].y) == a.turn_means[:, 1].tolist()
     assert list(fig.data[1].y) == b.turn_means[:, 0].tolist()
     shapes = fig.layout.shapes
@@ -380,7 +384,7 @@ def test_token_projection_view(tiny_llama):
     props = json.loads(html[html.index('{"tokens"') : html.rindex("}") + 1])
     item = traj.turn(1)
     assert props["tokens"] == list(item.tokens) and "".join(item.tokens) == CONV[4]["content"]
-    assert props["values"] == item.projections[1].tolist()
+    assert props["values"] == item.projections[1].tolist()  # exact: JSON of the same floats
     centred = token_projection(traj, 1, layer=2, center=0.5)._repr_html_()
     values = json.loads(centred[centred.index('{"tokens"') : centred.rindex("}") + 1])["values"]
     assert values == pytest.approx([v - 0.5 for v in item.projections[1].tolist()])
@@ -401,7 +405,7 @@ def tiny_folder(tiny_llama, tmp_path_factory):
         torch.manual_seed(0)
         hf = AutoModelForCausalLM.from_config(tiny_llama.original_model.config).eval()
     ids = torch.arange(5, 25)[None]
-    with torch.no_grad():
+    with torch.no_grad():  # exact: the same weights and the same forward (as tiny_model)
         assert torch.equal(hf(ids).logits, tiny_llama(ids, return_type="logits"))
     hf.save_pretrained(folder)
     tiny_llama.tokenizer.save_pretrained(folder)

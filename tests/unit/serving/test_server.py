@@ -99,6 +99,7 @@ def test_non_streaming_matches_in_process_generation(served, tiny_llama):
             assert text and "Add" in extra["interventions"][0]
             assert [extra["projection"][str(k)] for k in LAYERS] == pytest.approx(proj, abs=1e-5)
             assert roles == ["user", "assistant"]  # the system message is not a turn
+            # exact: both fields come from the same projection pass
             assert extra["turns"][-1]["projection"] == extra["projection"]
         else:  # an empty (whitespace) reply has no tokens to project; the prompt turns do
             assert proj is None and extra["projection"] is None and extra["interventions"] == []
@@ -117,6 +118,7 @@ def test_streaming_equals_non_streaming(served):
     assert text == whole.choices[0].message.content
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(final) == 1 and final[0].choices[0].finish_reason == whole.choices[0].finish_reason
+    # exact: projections come from the same per-request pass, whether streamed or not
     assert final[0].model_extra["axislens"] == whole.model_extra["axislens"]
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
     # The raw wire format: OpenAI chunks as server-sent events, ending with [DONE].
@@ -238,6 +240,7 @@ def test_load_16_clients_10_requests_no_cross_talk(served):
     assert len(got) == 160
     for key, text, extra in got:
         assert text == want[key][0]
+        # exact: projections come from a per-request teacher-forced pass, not the shared batch
         assert extra == want[key][1]
         assert extra["intervened"] is key[1]
 
@@ -289,6 +292,7 @@ def test_cli_serve_builds_interventions(tmp_path, capsys):
     assert args.api_key == "k" and args.trusted_host == ["a.example", "b.example"]
     ivs, monitor = build_interventions(args, 4)
     assert monitor == axis
+    # exact: thresholds from a cap.json round trip
     assert type(ivs[0].op).__name__ == "CapFloor" and ivs[0].op.thresholds == (0.5, -0.5)
     assert ivs[0].layers == (1, 2) and ivs[0].direction == axis
     assert ivs[1].op.coeff == 2.5 and ivs[1].layers == slice(1, 3)
