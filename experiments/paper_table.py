@@ -490,10 +490,14 @@ def heldout_tokens(
         replies = d["runs"]["unsteered"]["replies"]
         msgs: list[dict[str, str]] = []
         for user, reply in zip(turns, replies, strict=False):
+            if not reply.strip():  # an empty reply ends the measurable conversation
+                break
             msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+        if not msgs:
+            continue
         traj = project_conversation(model, axis, msgs, layers=list(layers))
         rows += [p.double().numpy().T for p in traj.token_projections if p.shape[-1]]
-    return np.concatenate(rows).tolist()
+    return np.concatenate(rows).tolist() if rows else []
 
 
 def _cap_configs(rows: list[dict[str, Any]], axis: Any) -> dict[str, Any]:
@@ -659,9 +663,10 @@ def run(
                 lambda: heldout_tokens(model, axis, behaviour["drift"], caps),
             )
         )
+        held = held.reshape(-1, len(caps))
         for row in cap_rows:  # what each cap would touch on tokens it was not computed from
-            row["heldout_touched"], row["heldout_lift"] = _touch(
-                held, np.asarray(row["thresholds"])
+            row["heldout_touched"], row["heldout_lift"] = (
+                _touch(held, np.asarray(row["thresholds"])) if len(held) else (None, None)
             )
         behaviour["heldout_tokens"] = int(held.shape[0])
     result: dict[str, Any] = {

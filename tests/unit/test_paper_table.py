@@ -33,8 +33,9 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
     evals = paper_table.EvalScale(
         eval_attacks=2, eval_identity=3, eval_qa=2, eval_tokens=4, drift_turns=2, drift_tokens=4
     )
+    # rotated: 5 roles x 2 questions over 5 default questions, each answered by 2 roles
     scale = paper_table.Scale(
-        n_roles=5, n_prompts=2, n_questions=2, n_default_questions=3, max_new_tokens=4, batch_size=8
+        n_roles=5, n_prompts=2, n_questions=2, n_default_questions=5, max_new_tokens=4, batch_size=8
     )
 
     def run():
@@ -47,46 +48,85 @@ def test_paper_table_numbers_are_recomputed_from_the_store(paper_table, tiny_lla
     # exact: the JSON file holds the same floats as the returned dict
     assert written["caps"] == res["caps"] and written["judge"].startswith("keep_all")
     store = ActivationStore.open(res["store"])
-    assert res["n_default_items"] == 5 * 3  # all default prompts x the default questions
+    assert res["n_default_items"] == 5 * 5  # all default prompts x the default questions
+    assert res["design"]["name"] == "rotated" and res["design"]["roles_per_question"] == 2
+    assert res["estimator"]["name"] == "question-adjusted"
     roles = sorted({r.role for r in store.query(kind="role")})
     assert res["n_roles"] == len(roles) == 5
+    recs = {r.id: r for r in store.query()}
     acts = {
-        r.id: store.activations(ids=[r.id], dtype=torch.float64)[0].numpy() for r in store.query()
+        rid: store.activations(ids=[rid], dtype=torch.float64)[0].numpy() for rid in sorted(recs)
     }
-    kinds = {r.id: (r.kind, r.role) for r in store.query()}
-    role_means = np.stack(
-        [np.mean([a for i, a in acts.items() if kinds[i] == ("role", name)], 0) for name in roles]
+    plain_roles = np.stack(
+        [np.mean([a for i, a in acts.items() if recs[i].role == name], 0) for name in roles]
     )
-    default = np.mean([a for i, a in acts.items() if kinds[i][0] == "default"], 0)
+    # the question-adjusted reference: a dummy-coded least-squares fit (numpy), question effects
+    # centred on the default set's (uniform) question mix
+    ids = sorted(acts)
+    groups, qids = [*roles, "default"], sorted({recs[i].question_id for i in ids})
+    x_design = np.zeros((len(ids), len(groups) + len(qids)))
+    for n, rid in enumerate(ids):
+        x_design[n, groups.index(recs[rid].role)] = 1
+        x_design[n, len(groups) + qids.index(recs[rid].question_id)] = 1
+    y = np.stack([acts[i].reshape(-1) for i in ids])
+    coef = np.linalg.lstsq(x_design, y, rcond=None)[0]
+    effects = coef[: len(groups)] + coef[len(groups) :].mean(0)  # default's weights are uniform
+    effects = effects.reshape(len(groups), *acts[ids[0]].shape)
+    role_means, default = effects[:-1], effects[-1]
+    plain_default = np.mean([a for i, a in acts.items() if recs[i].kind == "default"], 0)
+    np.testing.assert_allclose(default, plain_default, atol=1e-9)  # default stays the plain mean
     axis = default - role_means.mean(0)  # [layer, d]
-    lay = res["layers"]
-    for k, layer in enumerate(lay["layer"]):
-        x = role_means[:, layer] - role_means[:, layer].mean(0)
-        s = np.linalg.svd(x, compute_uv=False) ** 2
-        assert lay["pc1_variance"][k] == pytest.approx(s[0] / s.sum(), abs=1e-9)
-        need = int(np.searchsorted(np.cumsum(s) / s.sum(), 0.7 - 1e-12) + 1)
-        assert lay["dims_70"][k] == need
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        cos = abs(vt[0] @ axis[layer]) / np.linalg.norm(axis[layer])
-        assert abs(lay["cos_axis_pc1"][k]) == pytest.approx(cos, abs=1e-9)
+    for est, rm in (("question-adjusted", role_means), ("plain", plain_roles)):
+        lay = res["layers_by_estimator"][est]
+        ax = default - rm.mean(0)
+        for k, layer in enumerate(lay["layer"]):
+            x = rm[:, layer] - rm[:, layer].mean(0)
+            s = np.linalg.svd(x, compute_uv=False) ** 2
+            assert lay["pc1_variance"][k] == pytest.approx(s[0] / s.sum(), abs=1e-8)
+            need = int(np.searchsorted(np.cumsum(s) / s.sum(), 0.7 - 1e-12) + 1)
+            assert lay["dims_70"][k] == need
+            _, _, vt = np.linalg.svd(x, full_matrices=False)
+            cos = abs(vt[0] @ ax[layer]) / np.linalg.norm(ax[layer])
+            assert abs(lay["cos_axis_pc1"][k]) == pytest.approx(cos, abs=1e-8)
+        assert lay["offset_over_axis"] == pytest.approx([0.0] * len(lay["layer"]), abs=1e-12)
+    assert res["layers"] == res["layers_by_estimator"]["question-adjusted"]
     window = res["cap_window"]["layers"]
-    pooled = [i for i in sorted(acts) if kinds[i][0] in ("role", "default")]
+    is_default = np.array([recs[i].kind == "default" for i in ids])
+    n_d, n_r = int(is_default.sum()), int((~is_default).sum())
     for row in res["caps"]:
         if row["unit"] != "response":
             continue
         for j, layer in enumerate(window):
             u = axis[layer] / np.linalg.norm(axis[layer])
-            proj = np.array([acts[i][layer] @ u for i in pooled])
-            ref = np.percentile(proj, 100 * row["percentile"])
-            assert row["thresholds"][j] == pytest.approx(ref, abs=1e-9)
-    tok = [r for r in res["caps"] if r["unit"] == "token"]
+            proj = np.array([acts[i][layer] @ u for i in ids])
+            q = 100 * row["percentile"]
+            ref = {
+                "default": np.percentile(proj[is_default], q),
+                "all": np.percentile(proj, q),
+                "balanced": np.percentile(  # each side replicated to the other's count
+                    np.concatenate(
+                        [np.repeat(proj[is_default], n_r), np.repeat(proj[~is_default], n_d)]
+                    ),
+                    q,
+                    method="inverted_cdf",
+                ),
+            }[row["pool"]]
+            assert row["thresholds"][j] == pytest.approx(ref, abs=1e-8)
+    tok = [r for r in res["caps"] if r["unit"] == "token" and r["pool"] == "all"]
     assert [r["percentile"] for r in tok] == [0.25, 0.5, 0.75]  # exact: the configured values
     for r in tok:  # by construction: the share of pooled tokens below the token percentile
         assert all(abs(t - r["percentile"]) < 0.1 for t in r["tokens_touched"])
+    assert {r["pool"] for r in res["caps"]} == {"default", "balanced", "all"}
+    # held-out tokens: the unsteered drift replies (the tiny model's may all be empty)
+    for r in res["caps"]:
+        if res["heldout_tokens"]:
+            assert len(r["heldout_touched"]) == len(window)
+        else:
+            assert r["heldout_touched"] is None
     # step 6: lever rows are subsets of the store's items
     lev = res["levers"]
     rows = {r["lever"]: r for r in lev["rows"]}
-    assert rows["all data"]["n_default_items"] == 15 and rows["all data"]["n_roles"] == 5
+    assert rows["all data"]["n_default_items"] == 25 and rows["all data"]["n_roles"] == 5
     assert [r["n_default_items"] for r in lev["rows"] if r["lever"] == "default items"] == [5, 10]
     q1 = next(r for r in lev["rows"] if r["lever"] == "questions per role")
     assert q1["value"] == 1 and q1["n_role_items"] == 5 * 2  # one question x two prompts

@@ -163,7 +163,7 @@ def planted(tmp_path):
 
 def test_axis_recovers_planted_direction_and_matches_reference(planted):
     p, store = planted
-    axis = assistant_axis(store, min_score=3, min_count=5)
+    axis = assistant_axis(store, min_score=3, min_count=5, adjust="none")
     assert axis.method == "mean_diff" and axis.n_layers == 3 and axis.d_model == D
     ref = p.reference_axis(min_score=3)
     for layer in LAYERS:
@@ -177,8 +177,12 @@ def test_axis_recovers_planted_direction_and_matches_reference(planted):
 
 def test_score_filter_matters_and_none_means_unfiltered(planted):
     p, store = planted
-    filtered = assistant_axis(store, min_score=3, min_count=5).vectors.double().numpy()
-    unfiltered = assistant_axis(store, min_score=None, min_count=5).vectors.double().numpy()
+    filtered = (
+        assistant_axis(store, min_score=3, min_count=5, adjust="none").vectors.double().numpy()
+    )
+    unfiltered = (
+        assistant_axis(store, min_score=None, min_count=5, adjust="none").vectors.double().numpy()
+    )
     np.testing.assert_allclose(unfiltered, p.reference_axis(min_score=None), rtol=1e-6, atol=1e-6)
     assert np.abs(filtered - unfiltered).max() > 1.0
 
@@ -186,7 +190,7 @@ def test_score_filter_matters_and_none_means_unfiltered(planted):
 def test_roles_weigh_equally_not_responses(tmp_path):
     p = Planted(n_roles=6, counts={"role00": 60})
     store = p.store(tmp_path / "s")
-    axis = assistant_axis(store, min_score=3, min_count=5).vectors.double().numpy()
+    axis = assistant_axis(store, min_score=3, min_count=5, adjust="none").vectors.double().numpy()
     np.testing.assert_allclose(axis, p.reference_axis(), rtol=1e-6, atol=1e-6)
     items = [x for rid, x in p.acts.items() if p.kinds[rid] == "role" and p.scores[rid] == 3]
     default = np.mean([x for rid, x in p.acts.items() if p.kinds[rid] == "default"], axis=0)
@@ -198,7 +202,7 @@ def test_min_count_exclusion_is_warned_listed_and_applied(tmp_path):
     p = Planted(n_roles=5, counts={"role01": 2, "role03": 3})
     store = p.store(tmp_path / "s")
     with pytest.warns(UserWarning, match=r"2 of 5 roles .* excluded: role01 \(2\), role03 \(3\)"):
-        axis = assistant_axis(store, min_score=3, min_count=4)
+        axis = assistant_axis(store, min_score=3, min_count=4, adjust="none")
     assert axis.provenance["roles_excluded"] == {"role01": 2, "role03": 3}
     assert sorted(axis.provenance["roles"]) == ["role00", "role02", "role04"]
     np.testing.assert_allclose(
@@ -208,7 +212,7 @@ def test_min_count_exclusion_is_warned_listed_and_applied(tmp_path):
         ValueError,
         match=r"no role has at least 50 'role' responses with score >= 3 \(most: role00 \(6\)",
     ):
-        assistant_axis(store, min_score=3, min_count=50)
+        assistant_axis(store, min_score=3, min_count=50, adjust="none")
 
 
 def test_no_scores_says_to_pass_min_score_none(tmp_path):
@@ -217,8 +221,8 @@ def test_no_scores_says_to_pass_min_score_none(tmp_path):
     with pytest.raises(
         ValueError, match=r"no judge scores .* pass min_score=None .*--min-score none"
     ):
-        assistant_axis(store, min_count=1)
-    axis = assistant_axis(store, min_score=None, min_count=1)
+        assistant_axis(store, min_count=1, adjust="none")
+    axis = assistant_axis(store, min_score=None, min_count=1, adjust="none")
     np.testing.assert_allclose(
         axis.vectors.double().numpy(), p.reference_axis(min_score=None), rtol=1e-6, atol=1e-6
     )
@@ -226,9 +230,9 @@ def test_no_scores_says_to_pass_min_score_none(tmp_path):
 
 def test_filters_validated():
     with pytest.raises(ValueError, match="min_score"):
-        MeanDiff(min_score=4)
+        MeanDiff(min_score=4, adjust="none")
     with pytest.raises(ValueError, match="min_count"):
-        MeanDiff(min_count=0)
+        MeanDiff(min_count=0, adjust="none")
 
 
 def test_direction_rows_follow_model_layers(tmp_path):
@@ -242,19 +246,19 @@ def test_direction_rows_follow_model_layers(tmp_path):
         layers=(3, 5, 7),
         n_model_layers=9,
     )
-    axis = assistant_axis(store, min_count=1)
+    axis = assistant_axis(store, min_count=1, adjust="none")
     assert axis.n_layers == 9
     assert torch.count_nonzero(axis.norms()).item() == 3
     np.testing.assert_allclose(
         axis.vectors[5].double().numpy(), p.reference_axis()[1], rtol=1e-6, atol=1e-6
     )
     with pytest.raises(ValueError, match="layer 4 is not stored"):
-        role_vectors(store, layers=[4], min_count=1)
+        role_vectors(store, layers=[4], min_count=1, adjust="none")
 
 
 def test_role_vectors_fields(planted):
     p, store = planted
-    rv = role_vectors(store, min_count=5)
+    rv = role_vectors(store, min_count=5, adjust="none")
     assert rv.vectors.dtype == torch.float64 and rv.vectors.shape == (24, 3, D)
     assert rv.counts == (6,) * 24 and rv.default_count == 10
     assert rv.descriptions is not None and rv.descriptions[0] == "You are a role00."
@@ -281,7 +285,7 @@ def test_nan_activation_refused_with_role_and_item(tmp_path):
     )
     store = ActivationStore.open(store.root)
     with pytest.raises(ValueError, match=r"item 'role/role02/p0/q001' \(role 'role02'.*at layer 1"):
-        assistant_axis(store, min_count=1)
+        assistant_axis(store, min_count=1, adjust="none")
 
 
 def test_inf_activation_refused(tmp_path):
@@ -296,7 +300,7 @@ def test_inf_activation_refused(tmp_path):
         metadata={"ids": json.dumps([rid])},
     )
     with pytest.raises(ValueError, match=r"'default/p0/q004' \(role 'default'.*layer 2"):
-        role_vectors(ActivationStore.open(store.root), min_count=1)
+        role_vectors(ActivationStore.open(store.root), min_count=1, adjust="none")
 
 
 def test_pooling_stores_of_different_models_refused_naming_field(tmp_path):
@@ -310,7 +314,7 @@ def test_pooling_stores_of_different_models_refused_naming_field(tmp_path):
         model_id="m2",
     )
     with pytest.raises(ValueError, match=r"field 'model.model_id' differs \('m1' vs 'm2'\)"):
-        assistant_axis([a, b], min_score=None, min_count=1)
+        assistant_axis([a, b], min_score=None, min_count=1, adjust="none")
     c = build_store(
         tmp_path / "c",
         {f"c/{k}": v for k, v in q.acts.items()},
@@ -318,24 +322,24 @@ def test_pooling_stores_of_different_models_refused_naming_field(tmp_path):
         {f"c/{k}": v for k, v in q.roles.items()},
         model_id="m1",
     )
-    pooled = role_vectors([a, c], min_score=None, min_count=1)
+    pooled = role_vectors([a, c], min_score=None, min_count=1, adjust="none")
     assert set(pooled.names) == {"role00", "role01", "role02", "x", "y", "z"}
     assert pooled.default_count == 20
     with pytest.raises(ValueError, match="is in both"):
-        role_vectors([a, a], min_score=None, min_count=1)
+        role_vectors([a, a], min_score=None, min_count=1, adjust="none")
 
 
 def test_wrong_hook_and_wrong_d_model_and_wrong_model(planted):
     _, store = planted
     with pytest.raises(ValueError, match=r"no activations at hook 'resid_pre'"):
-        assistant_axis(store, hook="resid_pre", min_count=1)
+        assistant_axis(store, hook="resid_pre", min_count=1, adjust="none")
     with pytest.raises(ValueError, match="d_model 5 but the store/model has 12"):
         calibrate_cap(store, Direction(torch.ones(3, 5), method="x"), layers=[1])
     pre = Direction(torch.ones(3, D), method="x", hook="resid_pre")
     with pytest.raises(ValueError, match=r"no activations at hook 'resid_pre'"):
         project_store(store, pre, layers=[1])
     with pytest.raises(ValueError, match=r"hook 'resid_pre' .* \(field 'hook'\)"):
-        role_projections(role_vectors(store, min_count=5), 1, axis=pre)
+        role_projections(role_vectors(store, min_count=5, adjust="none"), 1, axis=pre)
     other = Direction(torch.ones(3, D), method="x", provenance={"model": {"model_id": "qwen"}})
     with pytest.raises(
         ValueError, match=r"model 'qwen' .* 'synthetic-a' \(field 'model.model_id'\)"
@@ -359,8 +363,8 @@ def test_no_transformer_lens_import():
 
 def test_calibrate_cap_is_the_exact_numpy_percentile(planted):
     p, store = planted
-    axis = assistant_axis(store, min_count=5)
-    cap = calibrate_cap(store, axis, layers=[1, 2], percentile=0.25)
+    axis = assistant_axis(store, min_count=5, adjust="none")
+    cap = calibrate_cap(store, axis, layers=[1, 2], percentile=0.25, pool=Pool.all())
     assert isinstance(cap, CapConfig) and cap.layers == (1, 2) and cap.percentile == 25.0
     proj = project_store(store, axis, layers=[1, 2])
     ids = sorted(rid for rid in p.acts if p.kinds[rid] in ("role", "default"))
@@ -374,19 +378,19 @@ def test_calibrate_cap_is_the_exact_numpy_percentile(planted):
         want = np.percentile(proj.values[:, j].numpy(), 25)
         assert cap.threshold(layer) == pytest.approx(want, rel=1e-12, abs=1e-12)
     for q in (0.0, 0.1, 0.5, 0.9, 1.0):
-        c = calibrate_cap(store, axis, layers=[0], percentile=q)
+        c = calibrate_cap(store, axis, layers=[0], percentile=q, pool=Pool.all())
         want = np.percentile(proj_values(store, axis, 0), 100 * q)
         assert c.thresholds[0] == pytest.approx(want, rel=1e-12, abs=1e-12)
     assert cap.provenance["calibration"]["n_items"] == len(ids)
 
 
-def proj_values(store, axis, layer):
-    return project_store(store, axis, layers=[layer]).values[:, 0].numpy()
+def proj_values(store, axis, layer, pool=None):
+    return project_store(store, axis, layers=[layer], pool=pool).values[:, 0].numpy()
 
 
 def test_calibrate_cap_kind_and_percentile_scale(planted):
     p, store = planted
-    axis = assistant_axis(store, min_count=5)
+    axis = assistant_axis(store, min_count=5, adjust="none")
     only_default = calibrate_cap(store, axis, layers=[0], pool=Pool.default_only(), percentile=0.5)
     ids = sorted(rid for rid in p.acts if p.kinds[rid] == "default")
     v = axis.vectors[0].double().numpy()
@@ -398,7 +402,7 @@ def test_calibrate_cap_kind_and_percentile_scale(planted):
 
 def test_calibrated_cap_floor_equals_ceiling_on_random_activations(planted):
     _, store = planted
-    axis = assistant_axis(store, min_count=5)
+    axis = assistant_axis(store, min_count=5, adjust="none")
     cap = calibrate_cap(store, axis, layers=[0, 1, 2])
     ceiling = cap.to_ceiling()
     back = CapConfig.from_ceiling(ceiling, n_layers=3, percentile=25)
@@ -415,7 +419,7 @@ def test_calibrated_cap_floor_equals_ceiling_on_random_activations(planted):
 
 def test_cap_round_trips_through_files(planted, tmp_path):
     _, store = planted
-    axis = assistant_axis(store, min_count=5)
+    axis = assistant_axis(store, min_count=5, adjust="none")
     cap = calibrate_cap(store, axis, layers=[2])
     cap.save(tmp_path / "cap.json")
     loaded = CapConfig.load(tmp_path / "cap.json")
@@ -514,7 +518,7 @@ def test_pca_matches_numpy_svd_and_center_l2_reference():
 
 def test_persona_space_of_planted_store(planted):
     p, store = planted
-    rv = role_vectors(store, min_count=5)
+    rv = role_vectors(store, min_count=5, adjust="none")
     pca = persona_pca(rv, 1)
     assert pca.cos_axis_pc1 is not None and pca.cos_axis_pc1 > 0
     # roles spread along -u: PC1 (default-positive) loadings follow -c_r ordering
@@ -548,8 +552,10 @@ def test_cross_model_loadings(tmp_path):
     shared = [f"role{r:02d}" for r in range(12)]
     pa = Planted(role_names=[*shared, "only_a"], seed=5)
     pb = Planted(role_names=["only_b", *shared], seed=6, d_model=9)
-    a = persona_pca(role_vectors(pa.store(tmp_path / "a"), min_count=5), 1)
-    b = persona_pca(role_vectors(pb.store(tmp_path / "b", model_id="m-b"), min_count=5), 1)
+    a = persona_pca(role_vectors(pa.store(tmp_path / "a"), min_count=5, adjust="none"), 1)
+    b = persona_pca(
+        role_vectors(pb.store(tmp_path / "b", model_id="m-b"), min_count=5, adjust="none"), 1
+    )
     cmp = compare_loadings(a, b)
     assert cmp.names == tuple(shared) and not cmp.flipped
     np.testing.assert_allclose(cmp.r, np.corrcoef(cmp.a.numpy(), cmp.b.numpy())[0, 1], rtol=1e-12)
@@ -599,7 +605,7 @@ def test_trait_vectors_and_cosines(tmp_path):
         [p.acts[f"trait/calm/trait_neg/q{i:03d}"] for i in range(4)], 0
     )
     np.testing.assert_allclose(tv.vectors[0].numpy(), ref, rtol=1e-12)
-    axis = assistant_axis(store, min_count=5)
+    axis = assistant_axis(store, min_count=5, adjust="none")
     tc = trait_cosines(tv, axis, 1)
     assert tc.cosines[0] > 0.99
     v = axis.vectors[1].double().numpy()
@@ -626,7 +632,7 @@ def _half_axis(p: Planted, keep: Callable[[str], bool]) -> np.ndarray:
 @pytest.mark.parametrize("by", ["question", "item"])
 def test_split_half_matches_reference_halves(planted, by):
     p, store = planted
-    sh = split_half(store, by=by, seed=3, min_count=5)
+    sh = split_half(store, by=by, seed=3, min_count=5, adjust="none")
     assert sh.layers == LAYERS and len(sh.roles) == 24
     half_a = set(sh.half_a)
     key = (lambda rid: rid.rsplit("/", 1)[-1]) if by == "question" else (lambda rid: rid)
@@ -636,10 +642,10 @@ def test_split_half_matches_reference_halves(planted, by):
     np.testing.assert_allclose(sh.cosines.numpy(), ref, rtol=1e-12)
     assert float(sh.cosines.min()) > 0.99
     assert len(half_a) > 0 and sum(sh.n_items) == 24 * 6 + 10
-    again = split_half(store, by=by, seed=3, min_count=5)
+    again = split_half(store, by=by, seed=3, min_count=5, adjust="none")
     # exact: the same call with the same seed is deterministic
     assert again.half_a == sh.half_a and torch.equal(again.cosines, sh.cosines)
-    assert split_half(store, by=by, seed=4, min_count=5).half_a != sh.half_a
+    assert split_half(store, by=by, seed=4, min_count=5, adjust="none").half_a != sh.half_a
 
 
 def test_bootstrap_intervals(planted):
@@ -648,7 +654,7 @@ def test_bootstrap_intervals(planted):
     assert bs.axis_cosines.shape == (40,) and bs.pc1_ci.shape == (24, 2)
     lo, hi = bs.axis_ci
     assert 0.99 < lo < hi <= 1.0
-    full = persona_pca(role_vectors(store, min_count=5, layers=[1]), 1)
+    full = persona_pca(role_vectors(store, min_count=5, layers=[1], adjust="none"), 1)
     np.testing.assert_allclose(bs.pc1_loadings.numpy(), full.pc1_loadings.numpy(), rtol=1e-10)
     width = (bs.pc1_ci[:, 1] - bs.pc1_ci[:, 0]).numpy()
     assert (width > 0).all()
@@ -746,6 +752,8 @@ def test_cli_axis_writes_consistent_files(tmp_path, capsys):
             "1",
             "--cap-layers",
             "1:3",
+            "--adjust",
+            "none",  # the reference below is the plain axis (the store is nested-like)
             "--out",
             str(out),
         ]
@@ -764,12 +772,20 @@ def test_cli_axis_writes_consistent_files(tmp_path, capsys):
     # exact: summary.json and cap.json hold the same floats, written by the same run
     assert cap.layers == (1, 2) and summary["cap"]["thresholds"] == list(cap.thresholds)
     # the CLI projects layers 1 and 2 in one einsum, proj_values layer 1 alone: the summation
-    # order may differ by an ulp on another CPU
-    want = np.percentile(proj_values(store, axis, 1), 25)
+    # order may differ by an ulp on another CPU. The CLI's pool is the default responses.
+    want = np.percentile(proj_values(store, axis, 1, Pool.default_only()), 25)
+    assert summary["cap"]["pool"]["name"] == "default"
+    every = np.percentile(proj_values(store, axis, 1, Pool.all()), 25)
+    assert summary["cap"]["pools"]["all"][0] == pytest.approx(every, rel=1e-12, abs=1e-12)
+    off = summary["question_offset"]
+    assert summary["estimator"]["name"] == "plain"
+    assert (off["default_questions"], off["role_questions"], off["overlap"]) == (10, 6, 6)
+    i = off["layers"].index(1)
+    assert f"question offset |b|/|axis|, cos (layer 1): {off['offset_over_axis'][i]:.3f}" in text
     assert cap.thresholds[0] == pytest.approx(want, rel=1e-12, abs=1e-12)
     assert summary["roles_excluded"] == {"role05": 2} and len(summary["roles_used"]) == 7
     with pytest.warns(UserWarning, match="role05"):
-        rv = role_vectors(store, min_count=4)
+        rv = role_vectors(store, min_count=4, adjust="none")
     pca = persona_pca(rv, 1)
     assert summary["pca"]["pc1_variance"] == pytest.approx(
         float(pca.explained_variance_ratio[0]), rel=1e-12
