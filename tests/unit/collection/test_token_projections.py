@@ -42,7 +42,7 @@ def test_token_mean_equals_stored_span_mean_projection(tiny_llama, tmp_path):
         assert v.shape[0] > 1
         torch.testing.assert_close(v, tok1.values[i], rtol=0, atol=1e-4)  # padding invisible
         torch.testing.assert_close(v.mean(0), proj.values[i], rtol=0, atol=1e-4)
-    cap = calibrate_cap(store_dir, axis, layers=[3], unit="token", tokens=tok)
+    cap = calibrate_cap(store_dir, axis, layers=[3], unit="token", tokens=tok, pool=Pool.all())
     ref = np.concatenate([v[:, 1].numpy() for v in tok.values])
     # calibrate_cap takes np.percentile(axis=0) of its own stacking: a tolerance, not bits
     assert cap.thresholds[0] == pytest.approx(np.percentile(ref, 25), rel=1e-12, abs=1e-12)

@@ -111,9 +111,16 @@ def test_rubric_for_fills_slots_verbatim(shipped: Personas) -> None:
 def test_default_prompts_render() -> None:
     d = load_personas().default
     rendered = d.render("Qwen3-32B")
-    assert "You are Qwen3-32B, an AI assistant." in rendered and "" in rendered
+    # the paper's five default prompts, in its order
+    assert rendered == (
+        "",
+        "You are an AI assistant.",
+        "You are a large language model.",
+        "You are Qwen3-32B.",
+        "Respond as yourself.",
+    )
     assert not any("{model_name}" in p for p in rendered)
-    assert d.render("{odd}")[3] == "You are {odd}, an AI assistant."
+    assert d.render("{odd}")[3] == "You are {odd}."
     with pytest.raises(PersonaError, match="model_name"):
         d.render("")
 
