@@ -603,6 +603,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         command="demo",
         default_prompts=cfg.n_default_prompts,
         default_questions=cfg.n_default_questions,
+        design=cfg.design,
     )
     print(plan.describe(), flush=True)
     plan.check(args.yes)

@@ -244,6 +244,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         include_default=not args.no_default,
         default_prompts=args.default_prompts,
         default_questions=args.default_questions,
+        design=args.design,
         device=args.device if backend is None else "engine",
         generate=args.mode == "response",
     )

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,26 +131,30 @@ def collect_plan(
     command: str = "collect",
     default_prompts: int | None = None,
     default_questions: int | None = None,
+    design: Any = None,
 ) -> RunPlan:
     """The plan of a :func:`~axislens.pipelines.run_collect` run (nothing loaded: the items are
     counted from the catalogue). ``generate=False`` (prefill mode) generates no tokens;
-    ``default_prompts`` / ``default_questions`` size the default set as in
-    :func:`~axislens.collection.responses.persona_items`."""
+    ``default_prompts`` / ``default_questions`` / ``design`` size the default set and choose
+    the question design as in :func:`~axislens.collection.responses.persona_items`."""
     from axislens.collection.responses import persona_items
 
     if isinstance(roles, int):
         names: list[str] | None = [r.name for r in personas.spread_roles()[:roles]]
     else:
         names = None if roles is None else list(roles)
-    items = persona_items(
-        personas,
-        roles=names,
-        n_prompts=n_prompts,
-        n_questions=n_questions,
-        include_default=include_default,
-        default_prompts=default_prompts,
-        default_questions=default_questions,
-    )
+    with warnings.catch_warnings():  # a nested design's warning is given by the run itself
+        warnings.simplefilter("ignore", UserWarning)
+        items = persona_items(
+            personas,
+            roles=names,
+            n_prompts=n_prompts,
+            n_questions=n_questions,
+            include_default=include_default,
+            default_prompts=default_prompts,
+            default_questions=default_questions,
+            design=design,
+        )
     n_defaults = sum(1 for i in items if i.kind == "default")
     n_roles = len(names) if names is not None else len(personas.roles)
     return RunPlan(

@@ -54,12 +54,23 @@ def test_reduced_demo_summary_is_consistent_with_the_store(demo_run, tiny_llama)
     assert summary["cos_axis_pc1_middle"] == pytest.approx(pca.cos_axis_pc1, rel=1e-9)
     cap = calibrate_cap(
         store, rv.axis(), layers=summary["cap"]["layers"], percentile=cfg.percentile
-    )
+    )  # the default pool, as the demo
     assert summary["cap"]["thresholds"] == pytest.approx(list(cap.thresholds), rel=1e-6)
     steering = summary["steering"]["projection"]
     assert summary["steering"]["projection_drop_negative"] == pytest.approx(
         steering["unsteered"] - steering["away (-)"]
     )
+    # the default design is rotated (6 roles x 2 questions over 4), so the estimator adjusts
+    # for questions and the question offset is zero; both split-half cosines are reported
+    assert summary["design"]["name"] == "rotated" and summary["design"]["roles_per_question"] == 3
+    assert store.manifest["generation"]["design"] == summary["design"]  # exact: a copy
+    assert summary["estimator"]["name"] == "question-adjusted"
+    assert summary["question_offset"]["offset_over_axis"] == [0.0] * len(
+        summary["question_offset"]["layers"]
+    )  # exact: the two sides' question weights are equal, so b-hat is exactly zero
+    assert set(summary["stability"]) >= {"by_item", "by_question"}
+    assert summary["cap"]["pool"]["name"] == "default"
+    assert set(summary["cap"]["pools"]) == {"default", "balanced", "all"}
     assert set(summary["stage_seconds"]) >= {"collect", "report"}
     assert len(summary["replay"]["capped"]["means"]) == 6
 
@@ -68,6 +79,7 @@ def test_reduced_demo_report_shows_the_computed_numbers(demo_run):
     cfg, summary = demo_run
     page = Path(cfg.out, "report.html").read_text(encoding="utf-8")
     assert f"{100 * summary['pc1_variance']:.1f}%" in page
+    assert "question design" in page and "rotated" in page and "question-adjusted" in page
     assert page.count("plotly") > 1 and "Drift over a philosophy-of-AI conversation" in page
 
 

@@ -134,7 +134,11 @@ def test_embedded_model_store_axis_steers_and_caps(smol, tmp_path):
         moved = generate_tokens(smol, [conv.input_ids], sampling)[0]
     assert plain.tolist() != moved.tolist()
 
-    cap_cfg = axislens.calibrate_cap(store, axis, layers=range(19, 24), percentile=0.25)
+    # The all pool (roles and defaults item by item): a floor low enough that this assistant
+    # prompt sits above it (the default pool's floor sits inside the Assistant's own range).
+    cap_cfg = axislens.calibrate_cap(
+        store, axis, layers=range(19, 24), percentile=0.25, pool=axislens.Pool.all()
+    )
     # Precondition of the claim: every position of this prompt projects above tau there.
     assert all(
         float(base[la].min()) > tau

@@ -194,6 +194,28 @@ def test_old_positional_model_still_works_with_a_note(capsys, no_load) -> None:
         (["demo", "--batch-size", "0"], "--batch-size: must be >= 1"),
         (["demo", "--default-prompts", "9"], "--default-prompts 9: the catalogue has 5"),
         (["demo", "--default-questions", "999"], "--default-questions 999: the catalogue has"),
+        (
+            ["demo", "--default-questions", "40"],
+            "--design rotated: 48 roles x --questions 3 cannot cover --default-questions 40 "
+            "equally; use --default-questions 24 or 36 or 48, or --roles 80",
+        ),
+        (["demo", "--design", "shared"], "--design shared: --default-questions (36) must equal"),
+        (
+            [
+                "collect",
+                "--out",
+                "o",
+                "--roles",
+                "5",
+                "--questions",
+                "2",
+                "--default-questions",
+                "3",
+                "--design",
+                "rotated",
+            ],
+            "cannot cover --default-questions 3 equally",
+        ),
         (["steer", "--axis", "a", "--layers", "1", "--coeff", "nan", "hi"], "--coeff"),
         (
             ["steer", "--axis", "missing.safetensors", "--layers", "1", "--coeff", "1", "hi"],
