@@ -858,8 +858,12 @@ def _model_md(r: dict[str, Any]) -> list[str]:
         "layers; the share of the pooled response tokens (role + default) below it and their "
         "mean lift tau - projection (partly the percentile's own data: near the percentile by "
         "construction for a token-unit cap on the all pool); and the same on held-out tokens, "
-        f"the unsteered drift replies ({r.get('heldout_tokens', 0)} tokens), which no "
-        "threshold was computed from.",
+        + (
+            f"the unsteered drift replies ({r['heldout_tokens']} tokens), which no threshold "
+            "was computed from."
+            if r.get("heldout_tokens") is not None
+            else "not measured in this run."
+        ),
         "",
         "| unit | p | pool | layers | mean tau | pooled tokens below | mean lift | "
         "held-out tokens below | held-out lift |",
@@ -894,7 +898,10 @@ def _design_md(r: dict[str, Any]) -> str:
     d = r.get("design") or {}
     e = r.get("estimator") or {}
     if not d:
-        return "Question design: not recorded (a 0.2 store: nested)."
+        return (
+            "Question design: not recorded: a run of axislens 0.2 (nested design, plain "
+            "estimator, cap thresholds over the all pool, 0.2's default prompts)."
+        )
     return (
         f"Question design: **{d['name']}**: {d['questions_per_role']} questions per role, "
         f"{d['default_questions']} for the default set, {d['role_questions_distinct']} distinct "
