@@ -32,8 +32,10 @@ from axislens.analysis.vectors import (
     _defaults,
     _estimate,
     _open,
+    _question_counts,
     _select,
     _stream,
+    _weights_differ,
 )
 
 __all__ = ["Bootstrap", "SplitBy", "SplitHalf", "bootstrap", "split_half"]
@@ -80,9 +82,9 @@ def split_half(
 
     Roles are chosen on the full data (``min_score``/``min_count`` as in
     :func:`~axislens.analysis.vectors.assistant_axis`); a role absent from one half is dropped
-    from both. Each half's axis uses the estimator ``adjust`` picks for that half
-    (:func:`~axislens.analysis.vectors.role_vectors`): split by question, a rotated design's
-    halves give each role a different question mix, so ``"auto"`` adjusts them.
+    from both. Both halves use the estimator ``adjust`` picks for the *full* data
+    (:func:`~axislens.analysis.vectors.role_vectors`), so the cosine is about the axis that is
+    reported; a random halving alone never switches it.
     """
     if by not in get_args(SplitBy):
         raise ValueError(f"unknown split {by!r}; expected one of {list(get_args(SplitBy))}")
@@ -108,6 +110,8 @@ def split_half(
             half_a |= chosen
             in_a.update({r.id: r.id in chosen for _, r in g})
     n_roles = len(sel.names)
+    if adjust == "auto":  # the full data's estimator, for both halves: the one the axis uses
+        adjust = "questions" if _weights_differ(_question_counts(groups)[1]) else "none"
     halves = [[tuple(it for it in g if in_a[it[1].id] == side) for g in groups] for side in (1, 0)]
     if any(not h[-1] for h in halves):
         raise ValueError("the default responses all fall in one half; use by='item'")

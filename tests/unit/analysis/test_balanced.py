@@ -359,3 +359,16 @@ def test_blockwise_solve_equals_one_block(tmp_path, monkeypatch):
     monkeypatch.setattr(effects, "_BLOCK", 1)  # one feature column per solve
     blocked = role_vectors(store, min_score=None, min_count=1, adjust="questions")
     torch.testing.assert_close(blocked.vectors, whole.vectors, rtol=1e-12, atol=1e-12)
+
+
+def test_split_half_keeps_the_full_data_estimator(tmp_path):
+    """A random halving of a shared design makes each half's question mix uneven; the halves
+    still use the estimator of the full data (plain here), the one the reported axis uses."""
+    shared = Shared().assign(12, 4, 4)
+    p = QuestionPlanted(list(shared.role_questions), shared.default_questions, noise=0.3)
+    store = p.store(tmp_path / "s")
+    sh = split_half(store, by="item", min_score=None, min_count=1, seed=0)
+    assert sh.estimator == "plain"
+    forced = split_half(store, by="item", min_score=None, min_count=1, seed=0, adjust="questions")
+    assert forced.estimator == "question-adjusted"
+    assert not torch.equal(forced.cosines, sh.cosines)  # the halves really were uneven
