@@ -29,13 +29,14 @@ from axislens.analysis.space import Scale, _check_scale, _fit
 from axislens.analysis.vectors import (
     Adjust,
     StoreSource,
+    _adjusts,
+    _check_adjust,
     _defaults,
     _estimate,
     _open,
     _question_counts,
     _select,
     _stream,
-    _weights_differ,
 )
 
 __all__ = ["Bootstrap", "SplitBy", "SplitHalf", "bootstrap", "split_half"]
@@ -88,6 +89,7 @@ def split_half(
     """
     if by not in get_args(SplitBy):
         raise ValueError(f"unknown split {by!r}; expected one of {list(get_args(SplitBy))}")
+    _check_adjust(adjust)
     src = _open(source, hook)
     cols = src.resolve_layers(layers)
     sel = _select(src, "role", min_score, min_count)
@@ -110,8 +112,8 @@ def split_half(
             half_a |= chosen
             in_a.update({r.id: r.id in chosen for _, r in g})
     n_roles = len(sel.names)
-    if adjust == "auto":  # the full data's estimator, for both halves: the one the axis uses
-        adjust = "questions" if _weights_differ(_question_counts(groups)[1]) else "none"
+    # the full data's estimator, for both halves: the one the reported axis uses
+    adjust = "questions" if _adjusts(adjust, _question_counts(groups)[1]) else "none"
     halves = [[tuple(it for it in g if in_a[it[1].id] == side) for g in groups] for side in (1, 0)]
     if any(not h[-1] for h in halves):
         raise ValueError("the default responses all fall in one half; use by='item'")

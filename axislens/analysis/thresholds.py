@@ -225,6 +225,18 @@ class StoreProjections:
             raise ValueError(f"layer {layer} not projected (layers: {list(self.layers)})")
         return self.values[:, self.layers.index(layer)]
 
+    def only_kind(self, kind: str) -> StoreProjections:
+        """The items of ``kind`` (e.g. ``"default"``), in the same order."""
+        keep = [i for i, k in enumerate(self.kinds) if k == kind]
+        return StoreProjections(
+            ids=tuple(self.ids[i] for i in keep),
+            roles=tuple(self.roles[i] for i in keep),
+            kinds=tuple(self.kinds[i] for i in keep),
+            layers=self.layers,
+            values=self.values[keep],
+            stores=self.stores,
+        )
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TokenProjections:
@@ -383,6 +395,14 @@ def calibrate_cap(
         >>> cap.percentile, cap.layers  # doctest: +SKIP
         (25.0, (21, 22, 23, 24, 25))
     """
+    _check_cap_args(percentile, unit, tokens)
+    chosen = _resolve_pool(pool, min_score, Pool.default_only())
+    layer_list = _cap_layers(layers)
+    proj = project_store(source, axis, layers=layer_list, pool=chosen)
+    return _cap_config(axis, proj, chosen, layer_list, float(percentile), unit, tokens)
+
+
+def _check_cap_args(percentile: float, unit: str, tokens: TokenProjections | None) -> None:
     if (
         isinstance(percentile, bool)
         or not isinstance(percentile, (int, float))
@@ -401,11 +421,26 @@ def calibrate_cap(
         )
     if unit == "response" and tokens is not None:
         raise ValueError("tokens= is only used with unit='token'")
-    chosen = _resolve_pool(pool, min_score, Pool.default_only())
+
+
+def _cap_layers(layers: Iterable[int]) -> tuple[int, ...]:
     layer_list = tuple(layers)
     if not layer_list:
         raise ValueError("calibrate_cap needs at least one layer")
-    proj = project_store(source, axis, layers=layer_list, pool=chosen)
+    return layer_list
+
+
+def _cap_config(
+    axis: Direction,
+    proj: StoreProjections,
+    chosen: Pool,
+    layer_list: tuple[int, ...],
+    q: float,
+    unit: str,
+    tokens: TokenProjections | None,
+) -> CapConfig:
+    """The thresholds of :func:`calibrate_cap` from the projections ``proj`` of ``chosen``'s
+    items (``tokens``: their per-token values, for ``unit="token"``)."""
     values = proj.values
     kinds: Sequence[str] = proj.kinds
     if tokens is not None:
@@ -426,7 +461,6 @@ def calibrate_cap(
             for rid, k in zip(proj.ids, proj.kinds, strict=True)
             for _ in range(int(tokens.values[index[rid]].shape[0]))
         ]
-    q = float(percentile)
     weights = chosen.weights(kinds)
     taus = (
         np.percentile(values.numpy(), 100 * q, axis=0)
@@ -474,22 +508,24 @@ def cap_pools(
 ) -> dict[str, CapConfig]:
     """:func:`calibrate_cap` under each of :data:`POOLS` (roles filtered by ``min_score`` in
     the pools that hold roles), keyed by pool name: ``{"default": ..., "balanced": ...,
-    "all": ...}``. Tables and reports show the three thresholds side by side.
+    "all": ...}``. Tables and reports show the three thresholds side by side. The store is
+    projected once, over the widest pool; the default pool is its default items.
 
     Example:
         >>> caps = cap_pools(store, axis, layers=[22, 23])  # doctest: +SKIP
         >>> {k: c.thresholds for k, c in caps.items()}  # doctest: +SKIP
     """
-    layer_list = tuple(layers)
-    return {
-        p.name: calibrate_cap(
-            source,
-            axis,
-            layers=layer_list,
-            percentile=percentile,
-            unit=unit,
-            tokens=tokens,
-            pool=p if p.name == "default" or min_score is None else replace(p, min_score=min_score),
-        )
-        for p in POOLS
-    }
+    _check_cap_args(percentile, unit, tokens)
+    layer_list = _cap_layers(layers)
+    widest = Pool.all(min_score)  # every pool's items: one pass over the store serves all three
+    every = project_store(source, axis, layers=layer_list, pool=widest)
+    out = {}
+    for p in POOLS:
+        chosen = p if p.name == "default" or min_score is None else replace(p, min_score=min_score)
+        proj = every if chosen.roles else every.only_kind("default")
+        if not proj.ids:
+            raise ValueError(
+                f"{', '.join(every.stores)}: no collected items in {chosen} to project"
+            )
+        out[p.name] = _cap_config(axis, proj, chosen, layer_list, float(percentile), unit, tokens)
+    return out

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 import torch
 
 from axislens._types import Float, Tensor
+from axislens.analysis.effects import question_adjusted_means, question_weights
 from axislens.directions import Direction, HookName
 from axislens.display import compact_repr, html_summary
 from axislens.store import ActivationStore, ItemRecord
@@ -554,10 +555,13 @@ def _question_counts(
 
 
 def _weights_differ(counts: Float[Tensor, "group question"]) -> bool:
-    from axislens.analysis.effects import question_weights
-
     w = question_weights(counts)
     return bool((w - w[-1]).abs().max() > 1e-12)
+
+
+def _adjusts(adjust: str, counts: Float[Tensor, "group question"]) -> bool:
+    """Whether ``adjust`` runs the question-adjusted estimator on groups of these counts."""
+    return adjust == "questions" or (adjust == "auto" and _weights_differ(counts))
 
 
 def _estimate(
@@ -569,12 +573,10 @@ def _estimate(
 ) -> Estimate:
     """Means of ``groups`` (the last is the default set, the anchor), plain or question-adjusted
     per ``adjust``, streaming the store once."""
-    from axislens.analysis.effects import question_adjusted_means
-
     _check_adjust(adjust)
     qids, counts = _question_counts(groups)
     unequal = _weights_differ(counts)
-    adjusted = adjust == "questions" or (adjust == "auto" and unequal)
+    adjusted = _adjusts(adjust, counts)
     sums = torch.zeros(len(groups), len(cols), src.d_model, dtype=torch.float64)
     qsums = torch.zeros(len(qids) if adjusted else 0, len(cols), src.d_model, dtype=torch.float64)
     col = {q: j for j, q in enumerate(qids)}

@@ -343,8 +343,13 @@ def test_cap_pools_default_balanced_all(tmp_path):
     np.testing.assert_allclose(every.thresholds, np.percentile(vals, 25, axis=0))
     pools = cap_pools(store, axis, layers=[1, 2])
     assert list(pools) == ["default", "balanced", "all"]
-    for name, cap in (("default", default), ("balanced", balanced), ("all", every)):
-        assert pools[name].thresholds == cap.thresholds  # exact: the same call
+    # exact: the same projection pass (every item) and the same threshold code as calibrate_cap
+    assert pools["balanced"].thresholds == balanced.thresholds
+    assert pools["all"].thresholds == every.thresholds
+    # the default pool is the default rows of that one pass; calibrate_cap projects the default
+    # items alone, in other chunks: the same values up to summation order
+    np.testing.assert_allclose(pools["default"].thresholds, default.thresholds, rtol=1e-12)
+    assert pools["default"].provenance["calibration"]["n_items"] == n_d
     with pytest.raises(ValueError, match="needs both sides"):
         Pool(roles=False, balance=True)
 
@@ -372,3 +377,25 @@ def test_split_half_keeps_the_full_data_estimator(tmp_path):
     forced = split_half(store, by="item", min_score=None, min_count=1, seed=0, adjust="questions")
     assert forced.estimator == "question-adjusted"
     assert not torch.equal(forced.cosines, sh.cosines)  # the halves really were uneven
+
+
+def test_cap_pools_without_default_responses_says_so(tmp_path):
+    from axislens.directions import Direction
+
+    rot = Rotated().assign(4, 2, 4)
+    p = QuestionPlanted(list(rot.role_questions), rot.default_questions)
+    roles_only = {k: v for k, v in p.acts.items() if p.kinds[k] == "role"}
+    store = build_store(tmp_path / "s", roles_only, p.kinds, p.roles)
+    axis = Direction(torch.ones(len(LAYERS), D, dtype=torch.float64), method="test")
+    with pytest.raises(ValueError, match="no collected items in Pool"):
+        cap_pools(store, axis, layers=[1])
+
+
+def test_unknown_adjust_is_refused(tmp_path):
+    shared = Shared().assign(4, 2, 2)
+    store = QuestionPlanted(list(shared.role_questions), shared.default_questions).store(
+        tmp_path / "s"
+    )
+    for fn in (role_vectors, assistant_axis, split_half):
+        with pytest.raises(ValueError, match="unknown adjust 'question'"):
+            fn(store, min_score=None, min_count=1, adjust="question")
