@@ -486,13 +486,20 @@ def add_design_arg(p: argparse.ArgumentParser) -> None:
 
 
 def check_design(
-    design: str | None, n_roles: int, n_questions: int, default_questions: int | None
+    personas: Any,
+    roles: Any,
+    design: str | None,
+    n_questions: int,
+    default_questions: int | None,
 ) -> None:
     """Raise ``ValueError`` naming the flags when ``--design`` cannot take these counts (a
     rotated design that cannot balance names ``--default-questions``/``--roles`` values that
-    would)."""
+    would). ``roles`` as :func:`check_catalogue` takes it."""
     from axislens.personas.designs import UnbalancedDesignError, resolve_design
+    from axislens.pipelines import _pick_roles
 
+    names = _pick_roles(personas, roles)
+    n_roles = len(names) if names is not None else len(personas.roles)
     d_q = n_questions if default_questions is None else default_questions
     chosen = resolve_design(design, n_questions, d_q)
     try:
@@ -556,10 +563,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not args.full:
         check_catalogue(personas, args.roles, args.prompts, args.questions)
         check_defaults(personas, args.default_prompts, args.default_questions)
-        n_roles = (
-            len(personas.roles) if args.roles is None else min(args.roles, len(personas.roles))
-        )
-        check_design(args.design, n_roles, args.questions, args.default_questions)
+        check_design(personas, args.roles, args.design, args.questions, args.default_questions)
     backend = backend_from_args(args)
     engine = (
         {

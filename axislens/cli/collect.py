@@ -204,14 +204,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     check_defaults(
         personas, args.default_prompts or args.prompts, args.default_questions or args.questions
     )
-    n_roles = (
-        len(personas.roles)
-        if roles is None
-        else min(roles, len(personas.roles))
-        if isinstance(roles, int)
-        else len(roles)
-    )
-    check_design(args.design, n_roles, args.questions, args.default_questions)
+    check_design(personas, roles, args.design, args.questions, args.default_questions)
     judge: JudgeChoice | Judge = args.judge
     if args.judge == "openai":
         judge = OpenAIJudge(
