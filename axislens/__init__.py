@@ -4,6 +4,8 @@ Importing axislens is cheap and has no side effects: heavy modules (transformer_
 models) load only when a function that needs them is called.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> import axislens
     >>> model = axislens.load_model("smollm2-135m-instruct")  # doctest: +SKIP
     >>> conv = axislens.format_conversation(model, [{"role": "user", "content": "Who are you?"}],
@@ -12,12 +14,11 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
-
 import importlib
 from typing import TYPE_CHECKING, Any
 
 from axislens import _legacy
+from axislens.version import __version__
 
 # The public names load on first use (PEP 562): `import axislens` and `axislens --help` stay cheap
 # (no torch). The imports below are for type checkers only; __getattr__ finds each name at run
@@ -118,6 +119,19 @@ if TYPE_CHECKING:
         residual_norms,
         steer,
     )
+    from axislens.jobs import (
+        AxisConfig,
+        AxisResult,
+        CollectConfig,
+        CollectResult,
+        DemoConfig,
+        DemoResult,
+        PersonaData,
+        StoreLayout,
+        run_axis,
+        run_collect,
+        run_demo,
+    )
     from axislens.model import (
         EMBEDDED_MODELS,
         ChatError,
@@ -178,6 +192,8 @@ __all__ = [
     "All",
     "AttackPrompt",
     "Attribution",
+    "AxisConfig",
+    "AxisResult",
     "Bootstrap",
     "BridgeBackend",
     "CapCeiling",
@@ -187,12 +203,16 @@ __all__ = [
     "ChatError",
     "ChatSession",
     "ClampBand",
+    "CollectConfig",
+    "CollectResult",
     "CollectSummary",
     "CrossModelLoadings",
     "DecodeStep",
     "Decoder",
     "Decomposition",
     "DefaultPrompts",
+    "DemoConfig",
+    "DemoResult",
     "Direction",
     "DirectionMethod",
     "DriftTrajectory",
@@ -223,6 +243,7 @@ __all__ = [
     "Nested",
     "OpenAIBackend",
     "OpenAIJudge",
+    "PersonaData",
     "PersonaError",
     "PersonaPCA",
     "Personas",
@@ -246,6 +267,7 @@ __all__ = [
     "Spans",
     "SplitHalf",
     "StoreError",
+    "StoreLayout",
     "StoreProjections",
     "SweepResult",
     "Trait",
@@ -298,6 +320,9 @@ __all__ = [
     "residual_norms",
     "role_projections",
     "role_vectors",
+    "run_axis",
+    "run_collect",
+    "run_demo",
     "split_half",
     "steer",
     "stop_token_ids",
@@ -316,6 +341,7 @@ _SOURCES = (
     "axislens.monitoring",
     "axislens.personas",
     "axislens.store",
+    "axislens.jobs",  # last: it imports every stage
 )
 
 

@@ -1,4 +1,5 @@
-"""Import aliases for the 0.1 module paths, kept for one release (removed in 0.3).
+"""Import aliases for moved module paths, each kept for one release: the 0.1 paths (removed in
+0.3) and ``axislens.pipelines`` (moved to :mod:`axislens.jobs` in 0.3, removed in 0.4).
 
 axislens 0.2 moved its flat modules into stage subpackages. ``import axislens.steer_ops`` and
 ``from axislens.models import load_model`` still work: a finder on ``sys.meta_path`` answers the
@@ -18,21 +19,21 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MOVED", "install"]
+__all__ = ["MOVED", "MOVED_IN", "install"]
 
 MOVED: dict[str, tuple[str, ...]] = {
-    "axislens.models": ("axislens.model.loading", "axislens.model.hooks"),
+    "axislens.models": ("axislens.model.loading", "axislens.model.layers"),
     "axislens.chat": ("axislens.model.chat",),
     "axislens.generate": ("axislens.model.decoding", "axislens.collection.responses"),
-    "axislens.collect": ("axislens.collection.activations", "axislens.model.hooks"),
+    "axislens.collect": ("axislens.collection.activations", "axislens.model.layers"),
     "axislens.judge": ("axislens.collection.judges",),
     "axislens.persona_space": ("axislens.analysis.space",),
     "axislens.probe": ("axislens.analysis.probing",),
     "axislens.stability": ("axislens.analysis.stability",),
     "axislens.thresholds": ("axislens.analysis.thresholds",),
     "axislens.traits": ("axislens.analysis.traits",),
-    "axislens.ops": ("axislens.kernels",),
-    "axislens.steer_ops": ("axislens.interventions.operations", "axislens.model.hooks"),
+    "axislens.ops": ("axislens.tensor_math",),
+    "axislens.steer_ops": ("axislens.interventions.operations", "axislens.model.layers"),
     "axislens.steer": ("axislens.interventions.attach",),
     "axislens.sweep": ("axislens.evals.sweeps",),
     "axislens.attribution": ("axislens.evals.attribution",),
@@ -45,14 +46,36 @@ MOVED: dict[str, tuple[str, ...]] = {
     "axislens.serve_api": ("axislens.serving.api",),
     "axislens.plots_monitor": ("axislens.plots.drift",),
     "axislens.plots_steer": ("axislens.plots.steering",),
-    "axislens.demo": ("axislens.pipelines",),
-    "axislens.cli_axis": ("axislens.pipelines", "axislens.cli.axis"),
-    "axislens.cli_collect": ("axislens.pipelines", "axislens.cli.collect"),
+    "axislens.demo": ("axislens.jobs.demo", "axislens.monitoring.scripts"),
+    "axislens.cli_axis": ("axislens.jobs.axis", "axislens.cli.axis"),
+    "axislens.cli_collect": ("axislens.jobs.collect", "axislens.cli.collect"),
+    # 0.3: names that explain themselves.
+    "axislens.kernels": ("axislens.tensor_math",),
+    "axislens.public": ("axislens.paper_artifacts",),
+    "axislens.model.hooks": ("axislens.model.layers",),
+    # 0.3: the jobs left pipelines.py for axislens.jobs; its helpers went to their stages.
+    "axislens.pipelines": (
+        "axislens.jobs.demo",
+        "axislens.jobs.axis",
+        "axislens.jobs.collect",
+        "axislens.presets",
+        "axislens.model.layers",
+        "axislens.monitoring.scripts",
+        "axislens.collection.judges",
+    ),
     "axislens.cli_monitor": ("axislens.cli.monitor",),
     "axislens.cli_serve": ("axislens.cli.serve",),
     "axislens.cli_steer": ("axislens.cli.steer",),
 }
 """Old module path -> the modules its names now live in (searched in order)."""
+
+MOVED_IN: dict[str, str] = {
+    "axislens.kernels": "0.3",
+    "axislens.public": "0.3",
+    "axislens.model.hooks": "0.3",
+    "axislens.pipelines": "0.3",
+}
+"""The release an old path moved in, where it is not 0.2 (it goes in the release after)."""
 
 
 class _Alias(types.ModuleType):
@@ -76,8 +99,10 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         new = " and ".join(self.targets)
+        since = MOVED_IN.get(module.__name__, "0.2")
+        until = f"0.{int(since.split('.')[1]) + 1}"
         warnings.warn(
-            f"{module.__name__} moved to {new} in axislens 0.2; the old path goes in 0.3",
+            f"{module.__name__} moved to {new} in axislens {since}; the old path goes in {until}",
             DeprecationWarning,
             stacklevel=2,
         )
@@ -103,6 +128,8 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Put the alias finder on ``sys.meta_path`` (idempotent)."""
+    """Put the alias finder first on ``sys.meta_path`` (idempotent). It answers only the names
+    in :data:`MOVED`, so going first costs other imports nothing, and an old path resolves to
+    its new home even where an editable install's finder still maps the package's old files."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
-        sys.meta_path.append(_Finder())
+        sys.meta_path.insert(0, _Finder())

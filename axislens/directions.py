@@ -26,36 +26,42 @@ Example:
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import math
-import numbers
 import operator
 import os
-import pickle
-import re
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _safetensors_bytes
 
-from axislens import kernels as ops
+from axislens import tensor_math as ops
 from axislens._types import Float, LayerVecs, Tensor, Vec
 from axislens.display import compact_repr, html_summary
+from axislens.pt_files import (
+    file_sha256,
+    finite,
+    load_plain,
+    percentile_from_id,
+    read_capping_experiment,
+)
+from axislens.store import atomic_write_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CapConfig", "CeilingCap", "Direction", "HookName"]
+__all__ = ["HOOKS", "CapConfig", "CeilingCap", "Direction", "HookName", "check_hook"]
 
 HookName = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+"""The per-block hook points axislens reads and writes (``blocks.{layer}.hook_{name}``)."""
+
+HOOKS: tuple[str, ...] = get_args(HookName)
+"""The names of :data:`HookName`, in order (for ``--help`` texts and error messages)."""
 """Per-block hook a direction lives at: ``blocks.{l}.hook_{name}`` in TransformerLens."""
 
 DIRECTION_FORMAT = "axislens.direction"
@@ -70,19 +76,10 @@ PathLike = str | os.PathLike[str]
 
 @functools.lru_cache(maxsize=1)
 def axislens_version() -> str:
-    """The installed axislens version (``axislens.__version__``, else package metadata)."""
-    import axislens
+    """The axislens version (:mod:`axislens.version`)."""
+    from axislens.version import __version__
 
-    version = getattr(axislens, "__version__", None)
-    if isinstance(version, str):
-        return version
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("axislens")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def _json_mapping(value: Mapping[str, Any] | None, what: str) -> Mapping[str, Any]:
@@ -99,67 +96,26 @@ def _json_mapping(value: Mapping[str, Any] | None, what: str) -> Mapping[str, An
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` atomically, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_hook(hook: str, where: str = "") -> HookName:
+    """``hook`` if it is a :data:`HookName`, else ``ValueError`` naming ``where`` (the field or
+    flag it came from) and the hook names; the one hook validator.
 
-
-def _numpy_scalar_globals() -> list[Any]:
-    """The allow-list for numpy scalars (public capping configs store caps as ``np.float64``):
-    numpy's scalar reconstructor (under its numpy 2 and numpy 1 names) and the float/int
-    dtypes. Nothing else of numpy (no arrays, no object dtypes)."""
-    import numpy as np
-
-    scalar = np._core.multiarray.scalar  # type: ignore[attr-defined]
-    dtypes = [
-        getattr(np.dtypes, n)
-        for n in (
-            "Float16DType",
-            "Float32DType",
-            "Float64DType",
-            "Int32DType",
-            "Int64DType",
-        )
-    ]
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
-
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``, restricted to tensors, plain containers and
-    numpy float/int scalars (allow-listed for this call only with ``safe_globals``)."""
-    try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"{path}: torch.load(weights_only=True) refused it; axislens only imports plain "
-            f"tensors, dicts/lists of tensors and numbers, and numpy scalars "
-            f"({str(exc).splitlines()[0]})"
-        ) from exc
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: not a readable torch.save file ({exc})") from exc
-
-
-def _check_hook(hook: str) -> None:
-    if hook not in get_args(HookName):
-        raise ValueError(f"unknown hook {hook!r}; expected one of {list(get_args(HookName))}")
+    Example:
+        >>> check_hook("resid_post")
+        'resid_post'
+        >>> check_hook("resid", "--hooks")
+        Traceback (most recent call last):
+        ValueError: --hooks: unknown hook 'resid'; expected one of resid_pre, resid_mid, resid_post, attn_out, mlp_out
+    """
+    if hook not in HOOKS:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}unknown hook {hook!r}; expected one of {', '.join(HOOKS)}")
+    return cast("HookName", hook)
 
 
 # --------------------------------------------------------------------------- Direction
@@ -214,7 +170,7 @@ class Direction:
                 )
         if not isinstance(self.method, str) or not self.method:
             raise ValueError(f"Direction.method must be a non-empty string, got {self.method!r}")
-        _check_hook(self.hook)
+        check_hook(self.hook)
         object.__setattr__(self, "vectors", stored)
         object.__setattr__(
             self, "provenance", _json_mapping(self.provenance, "Direction.provenance")
@@ -431,7 +387,7 @@ class Direction:
         recorded under ``provenance["import"]``.
         """
         path = Path(path)
-        obj = _torch_load(path)
+        obj = load_plain(path)
         key: str | None = None
         if isinstance(obj, Mapping):
             tensors = {str(k): t for k, t in obj.items() if torch.is_tensor(t)}
@@ -454,7 +410,12 @@ class Direction:
                 f"{path}{f' [{key!r}]' if key else ''}: expected shape [n_layers, d_model], "
                 f"got {tuple(obj.shape)}"
             )
-        record = {"file": path.name, "sha256": _sha256(path), "key": key, "format": "torch.save"}
+        record = {
+            "file": path.name,
+            "sha256": file_sha256(path),
+            "key": key,
+            "format": "torch.save",
+        }
         prov = {**dict(provenance or {}), "import": record}
         return cls(obj, method=method, hook=hook, provenance=prov)
 
@@ -525,7 +486,7 @@ def _check_layers_thresholds(
     if len(thresholds_t) != len(out_layers):
         raise ValueError(f"{what} has {len(thresholds_t)} thresholds for {len(out_layers)} layers")
     out = [
-        _finite(tau, f"{what} threshold at layer {layer}")
+        finite(tau, f"{what} threshold at layer {layer}")
         for layer, tau in zip(out_layers, thresholds_t, strict=True)
     ]
     return tuple(out_layers), tuple(out)
@@ -623,7 +584,7 @@ class CapConfig:
         )
 
     def apply(self, h: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_model"]:
-        """Apply the floor cap of ``layer`` to ``h`` with :func:`axislens.kernels.cap_floor`."""
+        """Apply the floor cap of ``layer`` to ``h`` with :func:`axislens.tensor_math.cap_floor`."""
         return ops.cap_floor(h, self.direction.vectors[layer], self.threshold(layer))
 
     # ---- conventions
@@ -738,7 +699,7 @@ class CapConfig:
         ``percentile = 100 q``.
         """
         path = Path(path)
-        entries, exp_id, capped, skipped = _capping_experiment(path, experiment)
+        entries, exp_id, capped, skipped = read_capping_experiment(path, experiment)
         layers = [entries[it["vector"]][0] for it in capped]
         n = n_layers if n_layers is not None else max(layer for layer, _ in entries.values()) + 1
         if n <= max(layers):
@@ -753,7 +714,7 @@ class CapConfig:
             rows[layer] = -w
         record = {
             "file": path.name,
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "format": "assistant-axis capping_config.pt",
             "experiment": exp_id,
             "vectors": [str(it["vector"]) for it in capped],
@@ -765,89 +726,15 @@ class CapConfig:
             Direction(rows, method="imported", hook=hook, provenance=prov),
             layers=tuple(layers),
             thresholds=tuple(
-                -_finite(it["cap"], f"{path}: cap of {it['vector']!r}") for it in capped
+                -finite(it["cap"], f"{path}: cap of {it['vector']!r}") for it in capped
             ),
-            percentile=_percentile_from_id(exp_id),
+            percentile=percentile_from_id(exp_id),
             provenance=prov,
         )
 
     def to_torch(self, path: PathLike, experiment_id: str | None = None) -> Path:
         """Write the public capping-config ``.pt`` layout, the inverse of :meth:`from_torch`
         (:func:`axislens.interop.save_capping_config`); ``from_torch(path, 0)`` reads it back."""
-        from axislens.interop import save_capping_config
+        from axislens.pt_files import save_capping_config
 
         return save_capping_config(self, path, experiment_id)
-
-
-def _finite(value: Any, what: str) -> float:
-    if torch.is_tensor(value) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _percentile_from_id(exp_id: str) -> float | None:
-    """``"layers_46:54-p0.25"`` -> 25.0 (public ids give a quantile in [0, 1])."""
-    match = re.search(r"-p([0-9]*\.?[0-9]+)$", exp_id)
-    q = float(match.group(1)) if match else math.inf
-    return round(100 * q, 9) if q <= 1 else (q if q <= 100 else None)
-
-
-def _capping_experiment(
-    path: Path, experiment: str | int
-) -> tuple[dict[Any, tuple[int, Tensor]], str, list[Mapping[str, Any]], int]:
-    """Read one experiment of a public ``capping_config.pt``: its named vectors, the experiment
-    id, its capping interventions in file order (each naming a known vector), and how many of
-    its other interventions were skipped."""
-    cfg = _torch_load(path)
-    if not isinstance(cfg, Mapping) or not {"vectors", "experiments"} <= set(cfg):
-        raise ValueError(f"{path}: not a capping config (no 'vectors' and 'experiments')")
-    entries = _vector_entries(path, cfg["vectors"])
-    exp = _find_experiment(path, cfg["experiments"], experiment)
-    exp_id = str(exp.get("id", experiment))
-    items = [it for it in exp.get("interventions") or [] if isinstance(it, Mapping)]
-    capped = [it for it in items if "cap" in it]
-    if not capped:
-        raise ValueError(f"{path}: experiment {exp_id!r} has no capping interventions")
-    for it in capped:
-        if it.get("vector") not in entries:
-            raise ValueError(
-                f"{path}: experiment {exp_id!r} uses unknown vector {it.get('vector')!r}"
-            )
-    return entries, exp_id, capped, len(items) - len(capped)
-
-
-def _find_experiment(path: Path, experiments: Any, experiment: str | int) -> Mapping[str, Any]:
-    exps = list(experiments) if isinstance(experiments, (list, tuple)) else []
-    if isinstance(experiment, int) and not isinstance(experiment, bool):
-        exp = exps[experiment] if -len(exps) <= experiment < len(exps) else None
-    else:
-        exp = next((e for e in exps if isinstance(e, Mapping) and e.get("id") == experiment), None)
-    if not isinstance(exp, Mapping):
-        ids = [e.get("id") for e in exps if isinstance(e, Mapping)]
-        raise ValueError(
-            f"{path}: no experiment {experiment!r}; available ids: {ids[:8]} ({len(ids)})"
-        )
-    return exp
-
-
-def _vector_entries(path: Path, vectors: Any) -> dict[Any, tuple[int, Tensor]]:
-    """``{name: (layer, vector)}`` from the public ``"vectors"`` dict, validated."""
-    if not isinstance(vectors, Mapping) or not vectors:
-        raise ValueError(f"{path}: 'vectors' must be a non-empty dict")
-    out: dict[Any, tuple[int, Tensor]] = {}
-    for name, entry in vectors.items():
-        ok = isinstance(entry, Mapping) and torch.is_tensor(entry.get("vector"))
-        layer = entry.get("layer") if ok else None
-        if not ok or isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-            raise ValueError(
-                f"{path}: vectors[{name!r}] needs an int 'layer' >= 0 and a 'vector' tensor"
-            )
-        w = entry["vector"].detach().float()
-        if w.ndim != 1 or w.shape != next(iter(out.values()), (0, w))[1].shape:
-            raise ValueError(
-                f"{path}: vectors[{name!r}]['vector'] has shape {tuple(w.shape)}; expected [d_model]"
-            )
-        out[name] = (layer, w)
-    return out

@@ -11,9 +11,22 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["compact_repr", "fmt", "html_summary", "shape"]
+__all__ = ["as_floats", "compact_repr", "fmt", "html_summary", "shape"]
 
 _MAX_ITEMS = 4
+
+
+def as_floats(values: Iterable[Any]) -> list[float]:
+    """Python floats of a tensor, array or sequence (a JSON-ready list; the one converter that
+    summaries and figures share).
+
+    Example:
+        >>> as_floats((1, 2.5))
+        [1.0, 2.5]
+    """
+    if hasattr(values, "detach"):  # a tensor, on any device: one transfer, not one per value
+        values = values.detach().double().cpu().tolist()
+    return [float(v) for v in values]
 
 
 def fmt(value: Any) -> str:

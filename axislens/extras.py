@@ -7,7 +7,11 @@ comes with an extra: ``axislens[serve]`` (fastapi, uvicorn: ``axislens serve``),
 ``axislens[dev]`` includes all of them.
 
 Example:
-    >>> openai = require("openai", "judge", "the OpenAI judge")  # doctest: +SKIP
+    >>> openai = require("openai", "judge", "the OpenAI judge")
+    >>> require("gguf", "judge", "the OpenAI judge")
+    Traceback (most recent call last):
+    ...
+    ValueError: extra 'judge' does not provide 'gguf'; extras: ...
 """
 
 from __future__ import annotations

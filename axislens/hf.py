@@ -2,6 +2,8 @@
 ``axislens.hf.steer / ablate / cap / intervene`` (see :mod:`axislens.interventions.hf`).
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> from axislens import hf
     >>> with hf.cap(hf_model, CapConfig.load("cap.json")):  # doctest: +SKIP
     ...     out = hf_model.generate(**inputs)

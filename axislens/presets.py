@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -30,7 +32,9 @@ __all__ = [
     "KNOWN_MODELS",
     "KnownModel",
     "cap_window",
+    "default_cap_layers",
     "depth_cap_layers",
+    "job_layers",
     "known_model",
     "model_short_name",
     "target_layer",
@@ -187,3 +191,52 @@ def cap_window(model_id: str, n_layers: int) -> tuple[tuple[int, ...], str]:
         depth_cap_layers(n_layers),
         f"fallback: depth rule {lo:.0%}-{hi:.0%} of {n_layers} layers ({why})",
     )
+
+
+def default_cap_layers(
+    stored: Sequence[int], n_model_layers: int, model_id: str | None = None
+) -> list[int]:
+    """The cap window of ``model_id`` from the known-model table (:func:`cap_window`:
+    Qwen3-32B 46-53, Llama-3.3-70B 56-71, ...) when all of it is stored; otherwise, as a
+    *fallback* (with a warning saying so), the stored layers at 70%-85% of the model's depth
+    (:data:`CAP_DEPTH`; at least the one nearest 77.5%).
+
+    Example:
+        >>> default_cap_layers(range(64), 64, "Qwen/Qwen3-32B")
+        [46, 47, 48, 49, 50, 51, 52, 53]
+    """
+    if model_id is not None:
+        try:
+            window, source = cap_window(model_id, n_model_layers)
+        except ValueError as err:  # same name, another depth: not the tabled model
+            window, source = (), f"fallback ({err})"
+        if not source.startswith("fallback") and set(window) <= set(stored):
+            return list(window)
+        why = source if source.startswith("fallback") else f"{source}, not all stored"
+    else:
+        why = "no model id"
+    chosen = list(depth_cap_layers(n_model_layers, tuple(stored)))
+    warnings.warn(
+        f"cap layers {chosen}: depth-rule fallback ({why}); pass cap layers explicitly to override",
+        UserWarning,
+        stacklevel=2,
+    )
+    return chosen
+
+
+def job_layers(n_layers: int, model_id: str = "") -> tuple[int, list[int], int, str]:
+    """``(target layer, cap window, measure layer, where they come from)`` for a job on a model
+    of ``n_layers``: the known-model table, else the fallbacks (``n_layers // 2``; the depth
+    rule). The measure layer (where drift is tracked) is the last capped layer.
+
+    Example:
+        >>> job_layers(64, "Qwen/Qwen3-32B")[:3]
+        (32, [46, 47, 48, 49, 50, 51, 52, 53], 53)
+    """
+    try:
+        mid, mid_src = target_layer(model_id, n_layers)
+        caps, cap_src = cap_window(model_id, n_layers)
+    except ValueError as err:  # a tabled name with another depth (e.g. a truncated model)
+        mid, mid_src = n_layers // 2, f"fallback: n_layers // 2 ({err})"
+        caps, cap_src = cap_window("", n_layers)
+    return mid, list(caps), caps[-1], f"target layer: {mid_src}; cap layers: {cap_src}"

@@ -45,6 +45,8 @@ dtype asked for (analysis reads float64), so accumulation never happens in bfloa
 The store never imports transformer_lens: open it in a notebook long after the model is gone.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> store = ActivationStore.open("runs/smollm2")  # doctest: +SKIP
     >>> acts = store.activations("resid_post", kind="role")  # doctest: +SKIP
     >>> acts.shape  # [sample, layer, d_model]  # doctest: +SKIP
@@ -168,6 +170,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented UTF-8 JSON to ``path`` atomically (:func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
 
 

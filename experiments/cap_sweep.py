@@ -126,7 +126,7 @@ def build_store(cfg: CapSweepConfig, model: Any) -> Path:
     """A small store of role and default activations: ``response`` mode generates replies
     (temperature 0.7, top-p 0.9, as the paper) and averages over their tokens; ``prefill`` mode
     records the last prompt token (no generation). No judge: every role response is kept."""
-    from axislens.pipelines import run_collect
+    from axislens.jobs import run_collect
 
     summary = run_collect(
         model,

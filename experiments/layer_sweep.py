@@ -142,7 +142,7 @@ def run(cfg: SweepConfig, model: Any = None) -> Any:
     from axislens.evals.sweeps import layer_sweep, prompt_contrast_axis
     from axislens.interventions.attach import residual_norms
     from axislens.interventions.operations import Ablate, Add
-    from axislens.model.hooks import parse_layers
+    from axislens.model.layers import parse_layers
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)

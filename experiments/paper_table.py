@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from axislens.display import as_floats
+
 PAPER = {
     "pc1_variance": "48.8% (Gemma 2 27B, layer 22)",
     "dims_70": "4 / 8 / 19 (Gemma / Qwen / Llama)",
@@ -118,56 +120,25 @@ SMALL_EVAL = EvalScale(
 
 
 def _store(model: Any, root: Path, personas: Any, scale: Scale, progress: bool) -> Any:
-    from axislens.collection.activations import collect, collection_manifest, span_policy
-    from axislens.collection.judges import KeepAll, judge_store
-    from axislens.collection.responses import (
-        design_record,
-        generate_responses,
-        generation_provenance,
-        persona_items,
-    )
+    """Steps 1-2: the collect job (every default prompt; KeepAll: every response kept)."""
+    from axislens.jobs import CollectConfig, PersonaData
+    from axislens.jobs.collect import run as collect_job
     from axislens.model.decoding import SamplingConfig
-    from axislens.model.loading import model_provenance
-    from axislens.presets import model_short_name
     from axislens.store import ActivationStore
 
-    roles = [r.name for r in personas.spread_roles()[: scale.n_roles]]
-    name = model_short_name(model_provenance(model).model_id)
-    items = persona_items(
+    data = PersonaData(
         personas,
-        roles=roles,
+        roles=scale.n_roles,
         n_prompts=scale.n_prompts,
         n_questions=scale.n_questions,
-        model_name=name,
         default_prompts=len(personas.default.system_prompts),
         default_questions=scale.n_default_questions,
         design=scale.design,
     )
     sampling = SamplingConfig(max_new_tokens=scale.max_new_tokens, seed=scale.seed)
-    design = design_record(len(roles), scale.n_questions, scale.n_default_questions, scale.design)
-    prov = generation_provenance(personas, sampling, scale=dataclasses.asdict(scale), design=design)
-    n = int(model.cfg.n_layers)
-    manifest = collection_manifest(
-        model, ["resid_post"], list(range(n)), span_policy("response"), prov
-    )
-    store = ActivationStore.create(root, manifest)
-    recs = generate_responses(
-        model,
-        personas,
-        store,
-        items=items,
-        max_new_tokens=scale.max_new_tokens,
-        seed=scale.seed,
-        batch_size=scale.batch_size,
-        progress=progress,
-    )
-    collect(model, recs, store, batch_size=scale.batch_size, provenance=prov, progress=progress)
-    judge_store(store, personas, KeepAll(), progress=progress)
+    cfg = CollectConfig(root, data, sampling, judge="keep_all", batch_size=scale.batch_size)
+    print(collect_job(cfg, model, progress=progress), flush=True)
     return ActivationStore.open(root)
-
-
-def _floats(t: Any) -> list[float]:
-    return [float(x) for x in t]
 
 
 def _step(folder: Path, name: str, key: dict[str, Any], fn: Callable[[], Any]) -> Any:
@@ -235,8 +206,8 @@ def _lever_row(x: np.ndarray, draw: Draw, seed: int, salt: int, **what: Any) -> 
         "n_roles": sizes[0][0],
         "n_role_items": int(sizes[0][1]),
         "n_default_items": sizes[0][2],
-        "cos_mean": _floats(c.mean(0)),
-        "cos_sd": _floats(c.std(0)),
+        "cos_mean": as_floats(c.mean(0)),
+        "cos_sd": as_floats(c.std(0)),
     }
 
 
@@ -408,8 +379,8 @@ def drift(
 ) -> dict[str, Any]:
     """The four conversations (step 9), greedy, unsteered and under each cap in ``caps``."""
     from axislens.model.decoding import SamplingConfig
+    from axislens.monitoring import builtin_conversation
     from axislens.monitoring.session import chat_session
-    from axislens.pipelines import builtin_conversation
 
     greedy = SamplingConfig(max_new_tokens=es.drift_tokens, temperature=0.0)
     out: dict[str, Any] = {}
@@ -439,7 +410,7 @@ def _touch(values: np.ndarray, taus: np.ndarray) -> tuple[list[float], list[floa
     """Share of ``values`` ``[token, layer]`` below ``taus`` per layer, and their mean lift."""
     below = values < taus[None, :]
     lift = np.where(below, taus[None, :] - values, 0.0)
-    return _floats(below.mean(0)), _floats(lift.sum(0) / np.maximum(below.sum(0), 1))
+    return as_floats(below.mean(0)), as_floats(lift.sum(0) / np.maximum(below.sum(0), 1))
 
 
 def _cap_rows(
@@ -481,8 +452,8 @@ def heldout_tokens(
 ) -> list[list[float]]:
     """Per-token projections ``[token, layer]`` at ``layers`` of the *unsteered* drift replies
     (step 9), teacher-forced: tokens no threshold was computed from."""
+    from axislens.monitoring import builtin_conversation
     from axislens.monitoring.projection import project_conversation
-    from axislens.pipelines import builtin_conversation
 
     rows: list[np.ndarray] = []
     for name, d in drift_runs.items():
@@ -527,16 +498,16 @@ def _layer_rows(store: Any, rv: Any, seed: int) -> dict[str, Any]:
     for by in ("item", "question"):
         try:
             sh = split_half(store, by=by, min_score=None, min_count=1, seed=seed, adjust=adjust)
-            halves[by] = _floats(sh.cosines)
+            halves[by] = as_floats(sh.cosines)
         except ValueError as err:  # e.g. every role's few questions fell in one half
             halves[by], unsplit[by] = None, str(err)
     off = question_offset(store, rv.axis(), min_score=None, min_count=1)
     return {
         "estimator": rv.provenance["estimator"],
         "layer": list(prof.layers),
-        "pc1_variance": _floats(prof.pc1_variance),
+        "pc1_variance": as_floats(prof.pc1_variance),
         "dims_70": list(prof.dims_70),
-        "cos_axis_pc1": _floats(prof.cos_axis_pc1),
+        "cos_axis_pc1": as_floats(prof.cos_axis_pc1),
         "split_half_item": halves["item"],
         "split_half_question": halves["question"],
         "split_half_unavailable": unsplit,
@@ -588,12 +559,12 @@ def run(
     estimator = str(rv.provenance["estimator"])
     per_layer = {estimator: _layer_rows(store, rv, scale.seed)}
     pca = persona_pca(rv, target)
-    loadings = {estimator: dict(zip(pca.names, _floats(pca.pc1_loadings), strict=True))}
+    loadings = {estimator: dict(zip(pca.names, as_floats(pca.pc1_loadings), strict=True))}
     if estimator != "plain":  # beside it, what the plain means would have said
         plain = role_vectors(store, min_score=None, min_count=1, adjust="none")
         per_layer["plain"] = _layer_rows(store, plain, scale.seed)
         pp = persona_pca(plain, target)
-        loadings["plain"] = dict(zip(pp.names, _floats(pp.pc1_loadings), strict=True))
+        loadings["plain"] = dict(zip(pp.names, as_floats(pp.pc1_loadings), strict=True))
     resp_values = project_store(store, axis, layers=caps)
     key = {
         "model": prov.to_dict(),
@@ -695,8 +666,8 @@ def run(
         "token_distribution": {
             "n_tokens": int(pooled_tokens.shape[0]),
             "n_responses": len(resp_values.ids),
-            "response_std": _floats(resp_values.values.numpy().std(0)),
-            "token_std": _floats(pooled_tokens.std(0)),
+            "response_std": as_floats(resp_values.values.numpy().std(0)),
+            "token_std": as_floats(pooled_tokens.std(0)),
         },
         "levers": lever,
         "steer_units": "coefficient x mean residual norm at the target layer, along the unit axis",

@@ -33,6 +33,8 @@ from axislens.analysis.stability import (
     SplitHalf,
     bootstrap,
     split_half,
+    stability_at,
+    stability_table,
 )
 from axislens.analysis.thresholds import (
     POOLS,
@@ -103,6 +105,8 @@ __all__ = [
     "role_projections",
     "role_vectors",
     "split_half",
+    "stability_at",
+    "stability_table",
     "trait_cosines",
     "trait_vectors",
 ]

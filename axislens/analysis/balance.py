@@ -13,6 +13,8 @@ rotated design), whatever the activations. ``|bÌ‚| / |axis|`` and ``cos(axis, bÌ
 of an axis the question mix alone could make.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> off = question_offset(store, axis, min_score=None, min_count=1)  # doctest: +SKIP
     >>> off.ratio_at(15), off.cos_at(15)  # doctest: +SKIP
 """
@@ -28,13 +30,13 @@ import torch
 from axislens.analysis.effects import question_weights
 from axislens.analysis.vectors import (
     StoreSource,
-    _check_direction,
     _defaults,
     _frozen,
-    _open,
     _question_counts,
     _select,
     _stream,
+    check_direction,
+    open_source,
 )
 from axislens.directions import Direction
 
@@ -106,8 +108,8 @@ def question_offset(
     docstring). Roles are those :func:`~axislens.analysis.vectors.assistant_axis` would use with
     the same ``min_score``/``min_count``, each weighing the same. Streams the default responses
     once, in float64."""
-    src = _open(source, axis.hook)
-    _check_direction(
+    src = open_source(source, axis.hook)
+    check_direction(
         axis, d_model=src.d_model, hook=src.hook, model_id=src.model_id, where=src.where
     )
     cols = src.resolve_layers(layers)

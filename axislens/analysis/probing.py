@@ -13,6 +13,8 @@ its question id (``split="question"``: test questions are never seen in training
 Each class is first subsampled to ``max_per_class`` items (seeded).
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> res = Probe(min_score=3, min_count=50).run(store)  # doctest: +SKIP
     >>> res.test_accuracy, res.direction.cosine(axis)  # doctest: +SKIP
 """
@@ -34,9 +36,9 @@ from axislens.analysis.vectors import (
     _defaults,
     _Item,
     _layer_direction,
-    _open,
     _select,
     _stream,
+    open_source,
 )
 from axislens.directions import Direction
 
@@ -145,7 +147,7 @@ class Probe:
 
     def run(self, source: StoreSource, *, hook: str = "resid_post") -> ProbeResult:
         """Fit one probe per layer; returns the direction and train/test accuracies."""
-        src = _open(source, hook)
+        src = open_source(source, hook)
         cols = src.resolve_layers(self.layers)
         sel = _select(src, "role", self.min_score, self.min_count)
         defaults = _defaults(src)

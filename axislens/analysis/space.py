@@ -15,6 +15,8 @@ neither is available) takes scikit-learn's ``svd_flip`` convention: its largest-
 is positive.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> rv = role_vectors(store, min_score=3, min_count=50)  # doctest: +SKIP
     >>> pca = persona_pca(rv, layer=15)  # doctest: +SKIP
     >>> pca.explained_variance_ratio[0], pca.dims[70], pca.cos_axis_pc1  # doctest: +SKIP
@@ -32,8 +34,8 @@ from axislens._types import Float, Tensor
 from axislens.analysis.vectors import (
     RoleVectors,
     StoreSource,
-    _check_direction,
     _check_filters,
+    check_direction,
     role_vectors,
 )
 from axislens.directions import Direction
@@ -80,7 +82,7 @@ def _svd_flip(vh: Tensor) -> Tensor:
     return vh * torch.where(signs == 0, 1.0, signs)[:, None]
 
 
-def _fit(
+def _fit_pca(
     x: Float[Tensor, "role d_model"],
     scale: str,
     default: Float[Tensor, " d_model"] | None = None,
@@ -234,6 +236,8 @@ def persona_pca(
     vectors' own Assistant Axis when they have a default vector.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> pca = persona_pca(rv, 15, scale="center")  # doctest: +SKIP
         >>> float(pca.explained_variance_ratio[0]), pca.dims[70]  # doctest: +SKIP
     """
@@ -243,7 +247,7 @@ def persona_pca(
     x = rv.vectors[:, col]
     default = None if rv.default is None else rv.default[col]
     if axis is not None:
-        _check_direction(
+        check_direction(
             axis, d_model=rv.d_model, hook=rv.hook, model_id=rv.model_id, where="the role vectors"
         )
         u: Tensor | None = axis.unit(layer).double()
@@ -253,7 +257,7 @@ def persona_pca(
         u = a / norm if bool(norm > 0) else None
     else:
         u = None
-    fit = _fit(x, scale, default, u)
+    fit = _fit_pca(x, scale, default, u)
     return PersonaPCA(
         layer=layer,
         scale=scale,
@@ -293,6 +297,8 @@ def layer_profile(
     """:func:`persona_pca` and the Assistant Axis at every layer of ``roles`` (needs defaults).
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> prof = layer_profile(role_vectors(store))  # doctest: +SKIP
         >>> prof.cos_axis_pc1  # paper: > 0.71 at middle layers  # doctest: +SKIP
     """
@@ -315,6 +321,8 @@ class PCA1:
     """PC1 of the role vectors at each layer, unit length, default at its positive end.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> PCA1(min_score=3, min_count=50).fit(store)  # doctest: +SKIP
     """
 
@@ -371,6 +379,8 @@ def compare_loadings(a: PersonaPCA, b: PersonaPCA, *, component: int = 0) -> Cro
     that makes ``r`` positive (``flipped=True``). The paper reports ``r > 0.92``.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> cmp = compare_loadings(persona_pca(rv_gemma, 22), persona_pca(rv_qwen, 32))  # doctest: +SKIP
         >>> cmp.r  # doctest: +SKIP
     """
@@ -422,6 +432,8 @@ def cross_model(
     """:func:`compare_loadings` of two stores (e.g. two models), each with its own PCA.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> cmp = cross_model("runs/gemma", "runs/qwen", layer_a=22, layer_b=32)  # doctest: +SKIP
         >>> cmp.r, len(cmp.names)  # doctest: +SKIP
     """

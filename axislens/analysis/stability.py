@@ -9,6 +9,8 @@
 Both stream the store chunk by chunk and are deterministic for a given ``seed``.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> sh = split_half(store, by="question", seed=0)  # doctest: +SKIP
     >>> sh.cosines  # one per stored layer  # doctest: +SKIP
     >>> bs = bootstrap(store, layer=15, n_boot=200, seed=0)  # doctest: +SKIP
@@ -20,12 +22,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 
 from axislens._types import Float, Tensor
-from axislens.analysis.space import Scale, _check_scale, _fit
+from axislens.analysis.space import Scale, _check_scale, _fit_pca
 from axislens.analysis.vectors import (
     Adjust,
     StoreSource,
@@ -33,13 +35,23 @@ from axislens.analysis.vectors import (
     _check_adjust,
     _defaults,
     _estimate,
-    _open,
     _question_counts,
     _select,
     _stream,
+    open_source,
 )
 
-__all__ = ["Bootstrap", "SplitBy", "SplitHalf", "bootstrap", "split_half"]
+__all__ = [
+    "SPLITS",
+    "STABILITY_NOTE",
+    "Bootstrap",
+    "SplitBy",
+    "SplitHalf",
+    "bootstrap",
+    "split_half",
+    "stability_at",
+    "stability_table",
+]
 
 SplitBy = Literal["question", "item"]
 _BOOT_BYTES = 512 << 20  # replicate role means held at once
@@ -90,7 +102,7 @@ def split_half(
     if by not in get_args(SplitBy):
         raise ValueError(f"unknown split {by!r}; expected one of {list(get_args(SplitBy))}")
     _check_adjust(adjust)
-    src = _open(source, hook)
+    src = open_source(source, hook)
     cols = src.resolve_layers(layers)
     sel = _select(src, "role", min_score, min_count)
     defaults = _defaults(src)
@@ -198,7 +210,7 @@ def bootstrap(
         raise ValueError(f"n_boot must be an int >= 2, got {n_boot!r}")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")
-    src = _open(source, hook)
+    src = open_source(source, hook)
     cols = src.resolve_layers([layer])
     sel = _select(src, "role", min_score, min_count)
     defaults = _defaults(src)
@@ -230,10 +242,10 @@ def bootstrap(
         if b0 == 0:
             full /= torch.tensor([len(g) for g in groups], dtype=torch.float64)[:, None]
             axis = full[n_roles] - full[:n_roles].mean(dim=0)
-            base = _fit(full[:n_roles], scale, full[n_roles])
+            base = _fit_pca(full[:n_roles], scale, full[n_roles])
             pc1 = base.components[0]
         for rep in reps:
-            fit = _fit(rep[:n_roles], scale, rep[n_roles])
+            fit = _fit_pca(rep[:n_roles], scale, rep[n_roles])
             dot = float(fit.components[0] @ pc1)
             loads.append((1.0 if dot >= 0 else -1.0) * fit.loadings[:, 0])
             pc1_cos.append(abs(dot))
@@ -254,3 +266,77 @@ def bootstrap(
         pc1_ci=torch.quantile(torch.stack(loads), q, dim=0).T.contiguous(),
         pc1_cosines=torch.tensor(pc1_cos, dtype=torch.float64),
     )
+
+
+# --------------------------------------------------------------------------- per-layer table
+
+SPLITS: tuple[SplitBy, ...] = ("item", "question")
+"""The two splits every summary reports, in the order they are shown (item / question)."""
+
+STABILITY_NOTE = (
+    "split-half cosine: the cosine between the axes computed from two disjoint halves of the "
+    "responses (by item: each role's and the defaults' responses halved at random; by question: "
+    "the questions halved, so the halves share none); near 1 = stable, near 0 = noise"
+)
+
+
+def stability_table(
+    src: StoreSource,
+    layers: Iterable[int],
+    *,
+    seed: int = 0,
+    min_score: int | None = 3,
+    min_count: int = 50,
+    hook: str = "resid_post",
+    adjust: Adjust = "auto",
+) -> dict[str, Any]:
+    """The split-half cosines every summary reports: at each of ``layers``, by item and by
+    question (:func:`split_half`), as a JSON-ready dict.
+
+    Keys: ``layers``, ``by_item`` / ``by_question`` (one cosine per layer, or ``None`` when the
+    data cannot be split that way), ``by_item_reason`` / ``by_question_reason`` (why not, else
+    ``None``), the settings (``seed``, ``min_score``, ``min_count``, ``adjust``) and ``note``.
+
+    Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
+        >>> table = stability_table(store, [10, 15], min_count=3)  # doctest: +SKIP
+        >>> stability_at(table, 15)  # doctest: +SKIP
+        {'by_item': 0.86, 'by_question': 0.74}
+    """
+    layers = list(layers)
+    out: dict[str, Any] = {"layers": layers}
+    for by in SPLITS:
+        try:
+            sh = split_half(
+                src,
+                by=by,
+                seed=seed,
+                min_score=min_score,
+                min_count=min_count,
+                hook=hook,
+                layers=layers,
+                adjust=adjust,
+            )
+        except ValueError as err:  # too few questions, defaults in one half, no shared role
+            out[f"by_{by}"], out[f"by_{by}_reason"] = None, str(err)
+        else:
+            out[f"by_{by}"], out[f"by_{by}_reason"] = [float(c) for c in sh.cosines], None
+    settings = {"seed": seed, "min_score": min_score, "min_count": min_count, "adjust": adjust}
+    return {**out, **settings, "note": STABILITY_NOTE}
+
+
+def stability_at(table: dict[str, Any], layer: int) -> dict[str, float | None]:
+    """``{"by_item": cos, "by_question": cos}`` of a :func:`stability_table` at ``layer``
+    (``None`` where not computed).
+
+    Example:
+        >>> table = {"layers": [3, 4], "by_item": [0.9, 0.8], "by_question": None}
+        >>> stability_at(table, 4)
+        {'by_item': 0.8, 'by_question': None}
+    """
+    i = table["layers"].index(layer) if layer in table["layers"] else None
+    return {
+        f"by_{by}": None if i is None or table[f"by_{by}"] is None else table[f"by_{by}"][i]
+        for by in SPLITS
+    }

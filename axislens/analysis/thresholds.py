@@ -27,6 +27,8 @@ documented fact of the paper. :func:`cap_pools` gives ``tau`` under all three po
 side.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> axis = assistant_axis(store)  # doctest: +SKIP
     >>> cap = calibrate_cap(store, axis, layers=range(21, 26), percentile=0.25)  # doctest: +SKIP
     >>> cap.percentile, cap.layers  # doctest: +SKIP
@@ -48,14 +50,14 @@ import torch
 
 from axislens._types import Float, Tensor
 from axislens.analysis.vectors import (
+    PooledSource,
     StoreSource,
-    _check_direction,
     _check_filters,
     _frozen,
     _Item,
-    _open,
-    _Source,
     _stream,
+    check_direction,
+    open_source,
 )
 from axislens.directions import CapConfig, Direction
 
@@ -168,7 +170,7 @@ class Pool:
         g = math.gcd(n_d, n_r)
         return np.where(is_default, n_r // g, n_d // g).astype(np.int64)
 
-    def select(self, src: _Source) -> list[_Item]:
+    def select(self, src: PooledSource) -> list[_Item]:
         """The pooled items of ``src`` (collected ones only), in (store, id) order."""
         items: list[_Item] = []
         if self.roles:
@@ -331,8 +333,8 @@ def project_store(
     Read at ``direction.hook``; unit vectors and dot products in float64.
     """
     chosen = _resolve_pool(pool, min_score)
-    src = _open(source, direction.hook)
-    _check_direction(
+    src = open_source(source, direction.hook)
+    check_direction(
         direction, d_model=src.d_model, hook=src.hook, model_id=src.model_id, where=src.where
     )
     cols = src.resolve_layers(layers)
@@ -370,6 +372,10 @@ def calibrate_cap(
     ``axis`` at layer ``l`` of the items in ``pool``, counted per ``unit``.
 
     Args:
+        source: an :class:`ActivationStore`, its folder, or several stores of one model (pooled),
+            read at ``axis.hook``.
+        axis: the direction to project on (its unit vector at each layer).
+        layers: the capped layers, distinct and non-empty, each stored in ``source``.
         percentile: a *fraction* in [0, 1] as in the public ids (``0.25`` = the 25th
             percentile); the returned :class:`CapConfig` records it on its 0-100 scale.
         unit: ``"response"`` (default): one value per response, the projection of its stored
@@ -381,6 +387,9 @@ def calibrate_cap(
             item; ``Pool.balanced()``: the two sides weighted equally.
         min_score: shorthand for ``Pool.all(min_score=...)``: every default response plus the
             role responses with judge score ``>= min_score``.
+        tokens: per-token projections on ``axis`` at ``layers``
+            (:func:`~axislens.collection.tokens.token_projections`); needed with ``unit="token"``
+            and refused otherwise.
 
     The default (``unit="response"``, ``Pool.default_only()``, ``percentile=0.25``) is an
     assumption: the paper's public code ships thresholds but not how they were computed
@@ -391,6 +400,8 @@ def calibrate_cap(
     the smallest value whose cumulative weight reaches ``percentile``).
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> cap = calibrate_cap(store, axis, layers=range(21, 26), percentile=0.25)  # doctest: +SKIP
         >>> cap.percentile, cap.layers  # doctest: +SKIP
         (25.0, (21, 22, 23, 24, 25))
@@ -512,6 +523,8 @@ def cap_pools(
     projected once, over the widest pool; the default pool is its default items.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> caps = cap_pools(store, axis, layers=[22, 23])  # doctest: +SKIP
         >>> {k: c.thresholds for k, c in caps.items()}  # doctest: +SKIP
     """

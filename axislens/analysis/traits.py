@@ -11,6 +11,8 @@ items are judged on the public 0-100 trait rubric; a positive item is kept when 
 and REFUSAL verdicts (stored as ``None``) are dropped. ``score_filter=None`` keeps every response.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> tv = trait_vectors(store)  # doctest: +SKIP
     >>> tc = trait_cosines(tv, assistant_axis(store), layer=15)  # doctest: +SKIP
     >>> sorted(zip(tc.cosines.tolist(), tc.names))[:5]  # most anti-Assistant traits  # doctest: +SKIP
@@ -28,11 +30,11 @@ import torch
 from axislens._types import Float, Tensor
 from axislens.analysis.vectors import (
     StoreSource,
-    _check_direction,
     _field,
     _frozen,
-    _open,
     _stream,
+    check_direction,
+    open_source,
 )
 from axislens.directions import Direction
 
@@ -139,7 +141,7 @@ def trait_vectors(
         raise TypeError(f"score_filter must be a TraitFilter or None, got {score_filter!r}")
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
         raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
-    src = _open(source, hook)
+    src = open_source(source, hook)
     cols = src.resolve_layers(layers)
     if not src.query(kind="trait_pos") and not src.query(kind="trait_neg"):
         raise ValueError(f"{src.where}: no collected trait responses (trait_pos/trait_neg)")
@@ -189,7 +191,7 @@ class TraitCosines:
 
 def trait_cosines(traits: TraitVectors, axis: Direction, layer: int) -> TraitCosines:
     """cos(trait vector, axis) per trait at ``layer`` (float64)."""
-    _check_direction(
+    check_direction(
         axis,
         d_model=int(traits.vectors.shape[-1]),
         hook=traits.hook,

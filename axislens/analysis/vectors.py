@@ -25,6 +25,8 @@ Directions made here have one row per *model* layer (``manifest["model"]["n_laye
 ``direction.unit(l)`` means block ``l`` of the model; layers the store lacks are zero rows.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> store = ActivationStore.open("runs/smollm2")  # doctest: +SKIP
     >>> axis = assistant_axis(store, min_score=3, min_count=50)  # doctest: +SKIP
     >>> rv = role_vectors(store, min_score=3, min_count=50)  # doctest: +SKIP
@@ -45,7 +47,7 @@ import torch
 
 from axislens._types import Float, Tensor
 from axislens.analysis.effects import question_adjusted_means, question_weights
-from axislens.directions import Direction, HookName
+from axislens.directions import Direction, check_hook
 from axislens.display import compact_repr, html_summary
 from axislens.store import ActivationStore, ItemRecord
 
@@ -93,7 +95,7 @@ def _field(manifest: Mapping[str, Any], dotted: str) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class _Source:
+class PooledSource:
     """One or more compatible stores read at one hook."""
 
     stores: tuple[ActivationStore, ...]
@@ -158,10 +160,10 @@ class _Source:
         }
 
 
-def _open(source: StoreSource, hook: str) -> _Source:
-    """Open ``source`` at ``hook``; refuse stores that cannot be pooled, naming the field."""
-    if hook not in get_args(HookName):
-        raise ValueError(f"unknown hook {hook!r}; expected one of {list(get_args(HookName))}")
+def open_source(source: StoreSource, hook: str) -> PooledSource:
+    """Open ``source`` (a store, its folder, or several stores of one model) at ``hook`` as one
+    pooled source; refuse stores that cannot be pooled, naming the field."""
+    check_hook(hook)
     if isinstance(source, ActivationStore):
         stores: tuple[ActivationStore, ...] = (source,)
     elif isinstance(source, (str, os.PathLike)):
@@ -194,11 +196,11 @@ def _open(source: StoreSource, hook: str) -> _Source:
                 if rid in seen:
                     raise ValueError(f"item {rid!r} is in both {seen[rid].root} and {store.root}")
                 seen[rid] = store
-    return _Source(stores, hook)
+    return PooledSource(stores, hook)
 
 
 def _stream(
-    src: _Source, groups: Sequence[Sequence[_Item]], layers: Sequence[int]
+    src: PooledSource, groups: Sequence[Sequence[_Item]], layers: Sequence[int]
 ) -> Iterator[tuple[int, list[ItemRecord], Float[Tensor, "sample layer d_model"]]]:
     """Yield ``(group index, records, float64 activations)`` chunk by chunk, groups in order.
 
@@ -255,7 +257,7 @@ class _Selection:
 
 
 def _select(
-    src: _Source, kind: str, min_score: int | None, min_count: int, *, warn: bool = True
+    src: PooledSource, kind: str, min_score: int | None, min_count: int, *, warn: bool = True
 ) -> _Selection:
     """Group the collected ``kind`` items by role name, filter by score and count."""
     _check_filters(min_score, min_count)
@@ -306,11 +308,11 @@ def _select(
     return _Selection(tuple(kept), groups, excluded, unscored, tuple(sorted(judges)))
 
 
-def _defaults(src: _Source) -> tuple[_Item, ...]:
+def _defaults(src: PooledSource) -> tuple[_Item, ...]:
     return tuple(src.query(kind="default"))
 
 
-def _check_direction(
+def check_direction(
     direction: Direction, *, d_model: int, hook: str, model_id: str | None, where: str
 ) -> None:
     """Refuse a direction of another width, hook or model than ``where``."""
@@ -355,6 +357,8 @@ class RoleVectors:
         provenance: store manifest fields and the filters used.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> rv = role_vectors(store, min_score=3, min_count=50)  # doctest: +SKIP
         >>> rv.at(15).shape  # [role, d_model]  # doctest: +SKIP
         >>> axis = rv.axis()  # doctest: +SKIP
@@ -565,7 +569,7 @@ def _adjusts(adjust: str, counts: Float[Tensor, "group question"]) -> bool:
 
 
 def _estimate(
-    src: _Source,
+    src: PooledSource,
     groups: Sequence[Sequence[_Item]],
     cols: Sequence[int],
     adjust: str,
@@ -626,13 +630,15 @@ def role_vectors(
     the estimator and why.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> rv = role_vectors("runs/smollm2", min_score=3, min_count=50)  # doctest: +SKIP
         >>> rv.excluded  # roles with too few score-3 responses, and their counts  # doctest: +SKIP
         >>> rv.provenance["estimator"]  # doctest: +SKIP
         'question-adjusted'
     """
     _check_adjust(adjust)
-    src = _open(source, hook)
+    src = open_source(source, hook)
     cols = src.resolve_layers(layers)
     sel = _select(src, "role", min_score, min_count)
     defaults = _defaults(src)
@@ -683,6 +689,8 @@ def assistant_axis(
     which estimator ran.
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> axis = assistant_axis(store, min_score=3, min_count=50)  # doctest: +SKIP
         >>> axis.project(acts, layer=15)  # higher = more Assistant-like  # doctest: +SKIP
     """
@@ -705,6 +713,8 @@ class MeanDiff:
     """Mean difference ``mean(default) - mean(role vectors)`` (the paper's Assistant Axis).
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> MeanDiff(min_score=3, min_count=50).fit(store)  # doctest: +SKIP
     """
 
@@ -751,7 +761,7 @@ def role_projections(
 ) -> RoleProjections:
     """Project each role vector (and the default) on ``axis`` (default: the roles' own axis)."""
     axis = roles.axis() if axis is None else axis
-    _check_direction(
+    check_direction(
         axis,
         d_model=roles.d_model,
         hook=roles.hook,

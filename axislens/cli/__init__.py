@@ -1,5 +1,5 @@
 """The command line: argument parsing only. Each subcommand checks its arguments, then calls a
-job in :mod:`axislens.pipelines` or a library function; no computation lives here.
+job in :mod:`axislens.jobs` or a library function; no computation lives here.
 """
 
 from __future__ import annotations

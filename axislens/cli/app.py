@@ -4,7 +4,7 @@
   :data:`DEFAULT_MODEL`) with ``--device`` and ``--dtype``. The 0.1 positional form
   (``axislens chat MODEL MESSAGE``, ``axislens monitor MODEL``, ``axislens serve MODEL``) still
   works, with a deprecation note on stderr.
-- Every layer flag takes the one layer syntax of :func:`axislens.model.hooks.parse_layers`:
+- Every layer flag takes the one layer syntax of :func:`axislens.model.layers.parse_layers`:
   ``12:16`` (stop-exclusive), ``-4:``, ``3``, ``1,5,-1`` or ``all``.
 - Every argument is checked before a model loads; a bad one ends the command with one line,
   ``axislens <sub>: error: ...``, on stderr and exit status 2.
@@ -144,10 +144,10 @@ def out_file(text: str) -> str:
 
 
 def layers(flag: str) -> Callable[[str], Any]:
-    """The type of a layer flag: :func:`~axislens.model.hooks.parse_layers` syntax."""
+    """The type of a layer flag: :func:`~axislens.model.layers.parse_layers` syntax."""
 
     def parse(text: str) -> Any:
-        from axislens.model.hooks import parse_layers
+        from axislens.model.layers import parse_layers
 
         try:
             return parse_layers(text, flag)
@@ -496,9 +496,8 @@ def check_design(
     rotated design that cannot balance names ``--default-questions``/``--roles`` values that
     would). ``roles`` as :func:`check_catalogue` takes it."""
     from axislens.personas.designs import UnbalancedDesignError, resolve_design
-    from axislens.pipelines import _pick_roles
 
-    names = _pick_roles(personas, roles)
+    names = personas.pick_roles(roles)
     n_roles = len(names) if names is not None else len(personas.roles)
     d_q = n_questions if default_questions is None else default_questions
     chosen = resolve_design(design, n_questions, d_q)
@@ -522,9 +521,7 @@ def check_design(
 def check_catalogue(personas: Any, roles: Any, n_prompts: int, n_questions: int) -> None:
     """Raise ``ValueError`` naming ``--roles``/``--prompts``/``--questions`` when the catalogue
     cannot supply them."""
-    from axislens.pipelines import _pick_roles
-
-    names = _pick_roles(personas, roles)
+    names = personas.pick_roles(roles)
     chosen = [personas.role(n) for n in names] if names is not None else list(personas.roles)
     have = min(len(r.system_prompts) for r in chosen)
     if n_prompts > have:
@@ -556,8 +553,8 @@ def check_defaults(personas: Any, n_prompts: int, n_questions: int) -> None:
 )
 def _cmd_demo(args: argparse.Namespace) -> int:
     from axislens.collection.plan import collect_plan
+    from axislens.jobs.demo import DemoConfig, run_demo
     from axislens.personas import load_personas
-    from axislens.pipelines import DemoConfig, run_demo
 
     personas = load_personas(args.personas)
     if not args.full:
@@ -652,9 +649,10 @@ def _show_defaults(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``axislens`` parser with every subcommand registered."""
     import importlib
 
-    from axislens import __version__
+    from axislens.version import __version__
 
     for module in _PLUGINS:  # each registers its subcommands with @command
         importlib.import_module(module)
@@ -694,6 +692,7 @@ def _legacy_model(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``axislens`` with ``argv`` (default: the process's); returns the exit status."""
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

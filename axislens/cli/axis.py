@@ -82,8 +82,9 @@ def _add_axis_args(p: argparse.ArgumentParser) -> None:
     example="axislens axis --store runs/smol --min-score 3 --min-count 50 --out runs/smol/axis",
 )
 def _cmd_axis(args: argparse.Namespace) -> int:
-    from axislens.model.hooks import parse_layers
-    from axislens.pipelines import _estimator_row, _offset_row, _stability_row, run_axis
+    from axislens.jobs.axis import run_axis
+    from axislens.model.layers import parse_layers
+    from axislens.plots.reports import balance_rows, stability_row
 
     if args.cap_layers is not None:
         parse_layers(args.cap_layers, "--cap-layers")  # syntax errors before reading the store
@@ -109,9 +110,8 @@ def _cmd_axis(args: argparse.Namespace) -> int:
         f"{len(summary['roles_excluded'])} excluded, {summary['n_default']} default responses\n"
         f"layer {pca['layer']}: PC1 explains {100 * pca['pc1_variance']:.1f}% of variance, "
         f"{pca['dims']['70']} dims reach 70%, cos(axis, PC1) = {pca['cos_axis_pc1']:.3f}\n"
-        f"{': '.join(_estimator_row(summary['estimator']))}\n"
-        f"{': '.join(_offset_row(summary['question_offset'], pca['layer']))}\n"
-        f"{': '.join(_stability_row(summary['stability'], pca['layer']))} "
+        + "".join(f"{k}: {v}\n" for k, v in balance_rows(summary.summary, pca["layer"]))
+        + f"{': '.join(stability_row(summary['stability'], pca['layer']))} "
         "(near 1: a stable axis; near 0: noise)\n"
         f"cap: layers {summary['cap']['layers']} at the {100 * args.percentile:g}th percentile "
         f"of the {summary['cap']['pool']['name']} pool\n"

@@ -1,4 +1,4 @@
-"""``axislens collect``: generate role responses, collect span means, judge, in one resumable run.
+r"""``axislens collect``: generate role responses, collect span means, judge, in one resumable run.
 
 The command is a thin wrapper over :func:`run_collect`, which takes a loaded model (so tests and
 notebooks can call it with a tiny model). Every stage is resumable: rerun the same command after
@@ -6,12 +6,12 @@ an interruption and it continues where it stopped (corrupt activation shards are
 
 Example (shell)::
 
-    axislens collect --model smollm2-135m-instruct --out runs/smol --roles 20 \\
+    axislens collect --model smollm2-135m-instruct --out runs/smol --roles 20 \
         --prompts 2 --questions 10 --max-new-tokens 64 --judge model
 
 Generation through an engine (vLLM, SGLang, TGI...), collection through the bridge::
 
-    axislens collect --model Qwen/Qwen3-32B --out runs/qwen --engine openai \\
+    axislens collect --model Qwen/Qwen3-32B --out runs/qwen --engine openai \
         --engine-url http://127.0.0.1:8000/v1 --engine-model qwen3-32b --no-collect
     axislens collect --model Qwen/Qwen3-32B --out runs/qwen --device cuda   # collects
 
@@ -35,6 +35,7 @@ from axislens.cli.app import (
     check_catalogue,
     check_defaults,
     check_design,
+    check_device,
     command,
     engine_url,
     layers,
@@ -45,15 +46,14 @@ from axislens.cli.app import (
 )
 
 if TYPE_CHECKING:
-    from axislens.collection.judges import Judge
-    from axislens.pipelines import JudgeChoice
+    from axislens.collection.judges import Judge, JudgeChoice
 
 __all__ = ["parse_roles"]
 
-# pipelines.CollectMode and pipelines.JudgeChoice (a test checks they match), written out so that
-# --help needs no torch.
+# jobs.collect.CollectMode and collection.judges.JudgeChoice (a test checks they match), written
+# out so that --help needs no torch.
 _MODES = ("response", "prefill")
-_JUDGES = ("none", "model", "openai")
+_JUDGES = ("none", "keep_all", "model", "openai")
 _PAPER_SIZES = {"max_new_tokens": 512, "batch_size": 8}
 
 
@@ -157,26 +157,6 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_device(device: str) -> None:
-    """``--device`` names a device this machine has (before the model load)."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(
-            f"--device: {device!r} is not a torch device (cpu, cuda, cuda:N, mps)"
-        ) from None
-    if dev.type == "cuda" and (
-        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
-    ):
-        raise ValueError(
-            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS is not available on this machine")
-
-
 @command(
     "collect",
     _add_collect_args,
@@ -187,15 +167,14 @@ def _check_device(device: str) -> None:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from axislens.collection.judges import OpenAIJudge
     from axislens.collection.plan import CPU_DEFAULTS, collect_plan, cpu_sized
-    from axislens.model.hooks import HOOKS
+    from axislens.directions import HOOKS, check_hook
+    from axislens.jobs.collect import run_collect
     from axislens.personas import load_personas
-    from axislens.pipelines import run_collect
 
     # Check everything that can be checked before the (slow) model load.
     roles = parse_roles(args.roles)
-    hooks = tuple(h.strip() for h in args.hooks.split(",") if h.strip())
-    unknown = [h for h in hooks if h not in HOOKS]
-    if not hooks or unknown:
+    hooks = tuple(check_hook(h.strip(), "--hooks") for h in args.hooks.split(",") if h.strip())
+    if not hooks:
         raise ValueError(
             f"--hooks: expected a comma list of {', '.join(HOOKS)}, got {args.hooks!r}"
         )
@@ -221,7 +200,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     check_writable(args.out)
     launch = current_launch()  # accelerate launch / torchrun: one GPU per rank
     args.device = launch.device(args.device)
-    _check_device(args.device)
+    check_device(args.device)
     backend = backend_from_args(args)  # reachable and serving --engine-model, before the load
     # Unset sizes: CPU-sized for an embedded model on a CPU, else the paper's.
     sizes = CPU_DEFAULTS if cpu_sized(args.model, args.device) else _PAPER_SIZES

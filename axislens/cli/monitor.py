@@ -1,15 +1,15 @@
-"""``axislens monitor``: chat with a model while watching its projection on the axis.
+r"""``axislens monitor``: chat with a model while watching its projection on the axis.
 
 Interactive (type messages; an empty line, ``/quit`` or end of input stops)::
 
-    axislens monitor --model smollm2-135m-instruct --axis runs/smol/axis/axis.safetensors \\
+    axislens monitor --model smollm2-135m-instruct --axis runs/smol/axis/axis.safetensors \
         --monitor-layers 15,20
 
 Replay the user turns of a script (a transcript file, or a shipped conversation such as
 ``philosophy_drift``), generating the assistant turns, and write the trajectory (a JSON file that
 is also a transcript of the new conversation, rewritten atomically after every turn)::
 
-    axislens monitor --axis axis.safetensors --cap cap.json --threshold 12 \\
+    axislens monitor --axis axis.safetensors --cap cap.json --threshold 12 \
         --script philosophy_drift --out drift.json
 
 Importing this module registers the subcommand with :func:`axislens.cli.app.command`.
@@ -94,9 +94,9 @@ def _add_monitor_args(p: argparse.ArgumentParser) -> None:
     "\\\n    --cap runs/smol/axis/cap.json --threshold 12 --script philosophy_drift --out drift.json",
 )
 def _cmd_monitor(args: argparse.Namespace) -> int:
-    from axislens.model.hooks import resolve_layers
+    from axislens.model.layers import resolve_layers
+    from axislens.monitoring.scripts import load_script
     from axislens.monitoring.session import chat_session
-    from axislens.pipelines import load_script
 
     if args.trigger_layer is not None and args.threshold is None:
         raise ValueError("--trigger-layer needs --threshold")

@@ -1,9 +1,9 @@
-"""``axislens serve``: an OpenAI-compatible server for a (capped or steered) model.
+r"""``axislens serve``: an OpenAI-compatible server for a (capped or steered) model.
 
 Example::
 
     axislens serve --model smollm2-135m-instruct --cap runs/smol/cap.json --port 8000
-    axislens serve --model Qwen/Qwen3-32B --device cuda --dtype bfloat16 \\
+    axislens serve --model Qwen/Qwen3-32B --device cuda --dtype bfloat16 \
         --steer runs/qwen/axis.safetensors 4.0 --steer-layers 30:34 --monitor-layers 32,40
 
 ``--steer FILE COEFF`` takes the files ``axislens steer --axis`` takes and ``COEFF`` in the same
@@ -131,7 +131,7 @@ def _coeff(text: str) -> float:
     "--port 8000",
 )
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from axislens.model.hooks import resolve_layers
+    from axislens.model.layers import resolve_layers
     from axislens.serving.engine import ServeLimits, is_loopback, serve
 
     if args.steer_layers is not None and not args.steer:

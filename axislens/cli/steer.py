@@ -1,4 +1,4 @@
-"""``axislens steer`` and ``axislens cap``: one prompt, answered with and without an intervention.
+r"""``axislens steer`` and ``axislens cap``: one prompt, answered with and without an intervention.
 
 Registered on import through :func:`axislens.cli.app.command` (``axislens.cli.app`` imports this module
 after defining ``command``).
@@ -9,7 +9,7 @@ measured on the prompt (``h + c * |h|_avg * v/|v|``, as ``norm_units=residual_no
 
 Example::
 
-    axislens steer --model smollm2-135m-instruct --axis axis.safetensors --layers 12:16 \\
+    axislens steer --model smollm2-135m-instruct --axis axis.safetensors --layers 12:16 \
         --coeff -4 "Who are you?"
     axislens steer --axis axis.safetensors --layers 12:16 --coeff -0.5 --norm-units "Who are you?"
     axislens cap --model qwen3-32b --cap capping_config.pt --experiment layers_46:54-p0.25 "..."

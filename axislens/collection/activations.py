@@ -16,6 +16,8 @@ Padding never changes a result: batches are right-padded, so causal attention ke
 token blind to the pads; batched equals unbatched to float rounding.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> summary = collect(model, store.query(kind=["role", "default"], collected=False), store)  # doctest: +SKIP
 """
 
@@ -32,8 +34,12 @@ import torch
 from tqdm.auto import tqdm
 
 from axislens.collection.launch import Launch, current_launch
-from axislens.model.chat import FormattedConversation, format_conversation
-from axislens.model.hooks import hook_name, resolve_layers
+from axislens.model.chat import (
+    ContextError,
+    FormattedConversation,
+    fit_to_context,
+)
+from axislens.model.layers import hook_name, resolve_layers
 from axislens.model.loading import model_provenance
 from axislens.model.protocol import Model
 from axislens.store import ActivationStore, ItemRecord, SharedWriter, StoreError, Writer
@@ -143,31 +149,25 @@ class _Prepared:
     weights: torch.Tensor | None
 
 
-def _fit(model: Model, record: ItemRecord, policy: SpanPolicy, max_tokens: int) -> _Prepared:
-    """Format one item; drop leading exchanges (keeping the system prompt) when it is longer than
-    the context, with a warning; skip it with a reason when even the last exchange is too long
-    or the span is empty."""
+def prepare_item(
+    model: Model, record: ItemRecord, policy: SpanPolicy, max_tokens: int
+) -> _Prepared:
+    """Format one item for collection; drop leading exchanges (keeping the system prompt) when
+    it is longer than the context, with a warning
+    (:func:`~axislens.model.chat.fit_to_context`); skip it with a reason when even the last
+    exchange is too long or the span is empty."""
     messages = policy.prompt_messages(record.messages)
     if not messages:
         return _Prepared(replace(record, skipped="no messages"), None, None)
-    system = messages[:1] if messages[0]["role"] == "system" else []
-    body = messages[len(system) :]
-    dropped = 0
-    while True:
-        conv = format_conversation(
-            model, system + body, add_generation_prompt=policy.generation_prompt
+    try:
+        conv, dropped, _ = fit_to_context(
+            model, messages, max_tokens, generation_prompt=policy.generation_prompt
         )
-        if len(conv) <= max_tokens:
-            break
-        # Drop the oldest exchange (up to and including the next user message's reply).
-        cut = next((i for i in range(1, len(body)) if body[i]["role"] == "user"), None)
-        if cut is None:
-            reason = (
-                f"longer than the context ({len(conv)} tokens > {max_tokens}) even without history"
-            )
-            return _Prepared(replace(record, skipped=reason, n_tokens=len(conv)), None, None)
-        body = body[cut:]
-        dropped += cut
+    except ContextError as err:
+        reason = (
+            f"longer than the context ({err.tokens} tokens > {max_tokens}) even without history"
+        )
+        return _Prepared(replace(record, skipped=reason, n_tokens=err.tokens), None, None)
     if dropped:
         warnings.warn(
             f"item {record.id!r}: longer than the context ({max_tokens} tokens); dropped the "
@@ -293,7 +293,7 @@ def collection_manifest(
 ) -> dict[str, Any]:
     """Manifest of a collection run. ``store_dtype`` (storage dtype, manifest field ``dtype``):
     ``None`` keeps an existing store's (a new store gets float32)."""
-    import axislens
+    from axislens.version import __version__
 
     return {
         "model": model_provenance(model).to_dict(),
@@ -302,7 +302,7 @@ def collection_manifest(
         "span": policy.name,
         "d_model": int(model.cfg.d_model),
         **({"dtype": store_dtype} if store_dtype is not None else {}),
-        "axislens_version": axislens.__version__,
+        "axislens_version": __version__,
         **(dict(extra) if extra else {}),
     }
 
@@ -327,6 +327,7 @@ def collect(
     """Collect span means of ``hooks`` at ``layers`` for every conversation into ``store``.
 
     Args:
+        model: the loaded model the activations are read from.
         conversations: :class:`ItemRecord` items (from :func:`axislens.generate_responses` or
             ``store.query(...)``) or plain message lists (ids ``conv/00000``...).
         store: an :class:`ActivationStore` or a directory (created if new).
@@ -334,10 +335,12 @@ def collect(
             ``resid_mid``, ``attn_out``, ``mlp_out``).
         layers: layers to keep (default all; negative indices allowed).
         span: ``"response"`` | ``"all_turns"`` | ``"prefill"`` or a policy object.
+        batch_size: conversations per forward pass (an int >= 1; items are batched by length).
         max_tokens: context limit (default the model's ``n_ctx``); longer conversations lose
             their oldest exchanges with a warning.
         provenance: extra manifest fields (persona/question hashes, generation settings); part
             of the store's identity, checked on resume (see ``force``).
+        progress: show a progress bar.
         store_dtype: storage dtype of a new store (``"float32"`` default, ``"bfloat16"`` halves
             the disk use); ``None`` keeps an existing store's.
         writer: :class:`~axislens.store.ExclusiveWriter` (default for a one-process run; another
@@ -390,7 +393,7 @@ def collect(
     store.repair()
     done = store.collected_ids()
     known = store.records()
-    prepared = [_fit(model, r, policy, limit) for r in records]
+    prepared = [prepare_item(model, r, policy, limit) for r in records]
     skipped = [p.record for p in prepared if p.ids is None]
     usable = [p for p in prepared if p.ids is not None]
     # Stored activations count only under the record they were computed from: a changed record

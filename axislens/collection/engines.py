@@ -18,6 +18,8 @@ retries (with backoff) handle rate limits, server errors and dropped connections
 lazily, so memory holds the in-flight window, not the dataset.
 
 Example:
+    Needs a running OpenAI-compatible server (not run by the doctest suite).
+
     >>> backend = OpenAIBackend("http://127.0.0.1:8000/v1", "smol")  # doctest: +SKIP
     >>> records = generate_responses(model, personas, store, backend=backend)  # doctest: +SKIP
 """
@@ -130,6 +132,8 @@ class OpenAIBackend:
         extra_body: fields added to every request (engine-specific sampling options).
 
     Example:
+        Needs a running OpenAI-compatible server (not run by the doctest suite).
+
         >>> backend = OpenAIBackend("http://127.0.0.1:8000/v1", "qwen3-32b", concurrency=128)  # doctest: +SKIP
     """
 

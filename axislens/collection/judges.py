@@ -32,6 +32,9 @@ Example:
     (85, 85)
     >>> KeepAll().score([JudgeRequest("role/ghost/p0/q1", "...")])[0].score
     3
+
+    Needs an OpenAI-compatible judge endpoint (not run by the doctest suite).
+
     >>> judge_store(store, personas, OpenAIJudge("gpt-4.1-mini"))  # doctest: +SKIP
 """
 
@@ -44,7 +47,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from axislens.extras import require
 from axislens.model.protocol import Model
@@ -54,6 +57,7 @@ __all__ = [
     "ROLE_SCALE",
     "TRAIT_SCALE",
     "Judge",
+    "JudgeChoice",
     "JudgeError",
     "JudgeRequest",
     "JudgeResult",
@@ -65,6 +69,7 @@ __all__ = [
     "Preset",
     "Scale",
     "Strict",
+    "judge_for",
     "judge_requests",
     "judge_store",
     "parse_reply",
@@ -242,9 +247,9 @@ def _result(req: JudgeRequest, text: str, name: str, preset: Preset | None) -> J
 
 
 def parse_score(text: str) -> int | None:
-    """The score 0-3 a judge reply starts with, else ``None`` (never guessed).
+    r"""The score 0-3 a judge reply starts with, else ``None`` (never guessed).
 
-    Accepted: ``"3"``, ``" 2."``, ``"**1**"``, ``"Score: 2"``, ``"score = 0"``, ``"2\\n(reason)"``;
+    Accepted: ``"3"``, ``" 2."``, ``"**1**"``, ``"Score: 2"``, ``"score = 0"``, ``"2\n(reason)"``;
     a leading ``<think>...</think>`` block is ignored. Rejected: ``"4"``, ``"10"``, ``"-1"``,
     ``"2.5"``, ``"2/3"``, ``"I would say 3"``, ``""``.
 
@@ -285,6 +290,8 @@ class ModelJudge:
     Prompts longer than the model's context are not sent: their result has ``error`` set.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> judge = ModelJudge(axislens.load_model("Qwen/Qwen3-32B", device="cuda"))  # doctest: +SKIP
     """
 
@@ -381,6 +388,8 @@ class OpenAIJudge:
     Other failures (e.g. a 400 on one prompt, retries exhausted) give a result with ``error``.
 
     Example:
+        Needs an OpenAI-compatible judge endpoint (not run by the doctest suite).
+
         >>> judge = OpenAIJudge("gpt-4.1-mini", concurrency=16, requests_per_minute=500)  # doctest: +SKIP
         >>> judge.score([JudgeRequest("x", "Reply with the digit 3.")])[0].score  # doctest: +SKIP
         3
@@ -582,6 +591,8 @@ def judge_store(
     (plus ``"refusal": true`` for a REFUSAL).
 
     Example:
+        Needs a collected store of a real model (not run by the doctest suite).
+
         >>> s = judge_store(store, personas, KeepAll(), progress=False)  # doctest: +SKIP
         >>> s.counts  # doctest: +SKIP
         {3: 480}
@@ -640,3 +651,46 @@ def judge_store(
         seconds=time.perf_counter() - t0,
         first_error=first_error,
     )
+
+
+# --------------------------------------------------------------------------- choosing a judge
+
+JudgeChoice = Literal["none", "keep_all", "model", "openai"]
+"""The judges a job can name (``--judge`` on ``axislens collect`` and ``axislens demo``):
+
+- ``"none"``: no judge runs and no scores are stored (a later run, or another judge, can score
+  the store; analyses read unscored responses as unfiltered);
+- ``"keep_all"``: :class:`KeepAll` stores the score every filter keeps, so the provenance of
+  any analysis says that nothing was filtered;
+- ``"model"``: :class:`ModelJudge`, the local model judging its own answers (greedy);
+- ``"openai"``: :class:`OpenAIJudge` configured from the environment, as in the paper.
+"""
+
+
+def judge_for(
+    choice: JudgeChoice | Judge, model: Any = None, *, batch_size: int = 8
+) -> Judge | None:
+    """The judge a job runs for ``choice`` (``None`` for ``"none"``); a judge object passes
+    through unchanged.
+
+    Example:
+        >>> judge_for("keep_all").name
+        'keep_all'
+        >>> judge_for("none") is None
+        True
+    """
+    if not isinstance(choice, str):
+        return choice
+    if choice not in get_args(JudgeChoice):
+        raise ValueError(
+            f"unknown judge {choice!r}; expected one of {', '.join(get_args(JudgeChoice))}"
+        )
+    if choice == "none":
+        return None
+    if choice == "keep_all":
+        return KeepAll()
+    if choice == "model":
+        if model is None:
+            raise ValueError("judge 'model' needs the loaded model")
+        return ModelJudge(model, batch_size=batch_size)
+    return OpenAIJudge()

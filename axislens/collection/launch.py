@@ -1,4 +1,4 @@
-"""Where this process sits in a multi-process job started by a standard launcher.
+r"""Where this process sits in a multi-process job started by a standard launcher.
 
 ``accelerate launch`` and ``torchrun`` (hence also multi-node jobs and SLURM through them) start N
 copies of ``axislens collect`` or of a script calling :func:`axislens.collect`; each copy learns
@@ -8,9 +8,9 @@ own. A plain run (no ``WORLD_SIZE`` > 1 in the environment) is one process and n
 
 Example (shell)::
 
-    accelerate launch --multi_gpu --num_processes 8 --no_python axislens collect \\
+    accelerate launch --multi_gpu --num_processes 8 --no_python axislens collect \
         --model Qwen/Qwen3-32B --device cuda --out runs/qwen
-    torchrun --nproc-per-node 8 --no-python axislens collect --model Qwen/Qwen3-32B \\
+    torchrun --nproc-per-node 8 --no-python axislens collect --model Qwen/Qwen3-32B \
         --device cuda --out runs/qwen
 """
 

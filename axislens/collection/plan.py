@@ -133,7 +133,7 @@ def collect_plan(
     default_questions: int | None = None,
     design: Any = None,
 ) -> RunPlan:
-    """The plan of a :func:`~axislens.pipelines.run_collect` run (nothing loaded: the items are
+    """The plan of a :func:`~axislens.jobs.collect.run_collect` run (nothing loaded: the items are
     counted from the catalogue). ``generate=False`` (prefill mode) generates no tokens;
     ``default_prompts`` / ``default_questions`` / ``design`` size the default set and choose
     the question design as in :func:`~axislens.collection.responses.persona_items`."""

@@ -8,6 +8,8 @@ before the run and streams: completions are written in chunks as they arrive, fa
 left for resume.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> personas = axislens.load_personas()  # doctest: +SKIP
     >>> recs = generate_responses(model, personas, "runs/x", roles=["ghost"], n_prompts=2,
     ...                           n_questions=4, max_new_tokens=64)  # doctest: +SKIP
@@ -22,13 +24,14 @@ from typing import Any, Protocol
 
 from axislens.collection.engines import StreamingBackend
 from axislens.model.chat import FormattedConversation
-from axislens.model.decoding import SamplingConfig, generate_text
+from axislens.model.decoding import SamplingConfig, generate_text, generate_tokens
 from axislens.model.protocol import Model
 from axislens.personas.designs import QuestionDesign
 
 __all__ = [
     "Backend",
     "BridgeBackend",
+    "CountingBackend",
     "design_record",
     "generate_responses",
     "generation_provenance",
@@ -63,6 +66,33 @@ class BridgeBackend:
         return generate_text(
             self.model, conversations, sampling, keys=keys, batch_size=self.batch_size
         )
+
+
+@dataclass(slots=True)
+class CountingBackend:
+    """The bridge backend, counting the tokens it generates (stop tokens excluded) in
+    ``tokens``: what the collect job reports as its generation rate."""
+
+    model: Model
+    batch_size: int = 8
+    tokens: int = 0
+
+    def generate(
+        self,
+        conversations: Sequence[FormattedConversation],
+        sampling: SamplingConfig,
+        keys: Sequence[str],
+    ) -> list[str]:
+        """The replies to ``conversations`` (decoded, stripped), as :class:`BridgeBackend`."""
+        toks = generate_tokens(
+            self.model,
+            [c.input_ids for c in conversations],
+            sampling,
+            keys=keys,
+            batch_size=self.batch_size,
+        )
+        self.tokens += sum(len(t) for t in toks)
+        return [self.model.tokenizer.decode(t, skip_special_tokens=True).strip() for t in toks]
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,6 +246,8 @@ def generate_responses(
     per item (``seed`` + item id), so a resumed run produces the same responses.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> personas = axislens.load_personas()  # doctest: +SKIP
         >>> store = axislens.ActivationStore.create("runs/x", {...})  # doctest: +SKIP
         >>> recs = generate_responses(model, personas, store, roles=["ghost"], n_prompts=2,
@@ -316,7 +348,8 @@ def _generate_streaming(
     from axislens.model.chat import format_conversation
 
     info = engine.check(model)  # unreachable / wrong model / tokenizer mismatch: before any work
-    print(plan_line(info, len(todo), len(done), sampling, engine.concurrency), flush=True)
+    # the plan, above the progress bar that follows
+    tqdm.write(plan_line(info, len(todo), len(done), sampling, engine.concurrency))
     if not todo:
         return
     by_id = {i.id: i for i in todo}

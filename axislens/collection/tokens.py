@@ -8,6 +8,8 @@ policy, from the store's manifest), so the mean of an item's token projections e
 projection of its stored span mean (to float32 rounding).
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> tok = token_projections(model, store, axis, layers=range(21, 26))  # doctest: +SKIP
     >>> cap = calibrate_cap(store, axis, layers=range(21, 26), unit="token", tokens=tok)  # doctest: +SKIP
 """
@@ -21,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from axislens.analysis.thresholds import Pool, TokenProjections, direction_fingerprint
-from axislens.analysis.vectors import StoreSource, _check_direction, _open
-from axislens.collection.activations import _fit, check_store_model, span_policy
+from axislens.analysis.vectors import StoreSource, check_direction, open_source
+from axislens.collection.activations import check_store_model, prepare_item, span_policy
 from axislens.directions import Direction
-from axislens.model.hooks import hook_name
+from axislens.model.layers import hook_name
 from axislens.model.protocol import Model
 
 __all__ = ["token_projections"]
@@ -52,8 +54,8 @@ def token_projections(
     Refuses a store collected from another model. Right-padded batches (causal attention keeps
     real tokens blind to the pads); the forward stops after the last needed layer.
     """
-    src = _open(source, direction.hook)
-    _check_direction(
+    src = open_source(source, direction.hook)
+    check_direction(
         direction, d_model=src.d_model, hook=src.hook, model_id=src.model_id, where=src.where
     )
     for store in src.stores:
@@ -75,7 +77,7 @@ def token_projections(
     items = chosen.select(src)
     prepared = []
     for _k, rec in items:
-        p = _fit(model, rec, policy, limit)
+        p = prepare_item(model, rec, policy, limit)
         if p.ids is None or p.weights is None:
             raise ValueError(f"item {rec.id!r} cannot be refitted: {p.record.skipped}")
         prepared.append(p)

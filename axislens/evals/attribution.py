@@ -24,6 +24,8 @@ normalisation scale, which does not change the ranking; biases are ignored (a di
 and Gemma's final logit soft-capping, being monotonic, does not change the ranking either.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> attr = attribute(model, axis, conv, layer=20)  # doctest: +SKIP
     >>> attr.top(5)  # doctest: +SKIP
     [('L19.mlp', 3.1), ('L17.H4', -1.2), ...]
@@ -298,6 +300,14 @@ def attribute(
     """Direct attribution of the residual's projection on ``direction`` at ``layer``.
 
     Args:
+        model: the loaded model, with raw weights (``load_model(..., processing=False)``).
+        direction: the axis; its unit vector at ``layer`` is projected on.
+        prompt: a :class:`~axislens.model.chat.FormattedConversation`, 1-d token ids, or a user
+            message (formatted with the chat template and the generation prompt).
+        layer: the decomposed layer (negative indices count from the end).
+        hook: the residual point decomposed: ``resid_pre``, ``resid_mid`` or ``resid_post``.
+        heads: split attention into per-head outputs (plus the output bias); ``False`` keeps one
+            component per attention layer.
         span: tokens to average over: a ``(start, end)`` pair, a span object, a bool mask, or
             ``None`` (the assistant content of a conversation, else every token).
 

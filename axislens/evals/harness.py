@@ -28,6 +28,8 @@ Metrics (columns of :meth:`EvalResult.rows`):
 The metric functions live in :mod:`axislens.evals.metrics` (classifier rules and limits there).
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> res = evaluate(model, load_eval_set(), [cap_config], axis=axis)  # doctest: +SKIP
     >>> res.rows()[1]["identity_rate_roles"]  # doctest: +SKIP
 """
@@ -292,6 +294,9 @@ def evaluate(
     """Run ``eval_set`` unsteered and under each setting of ``interventions``.
 
     Args:
+        model: the loaded model; interventions are attached to it one setting at a time.
+        eval_set: the attacks, identity probes, QA items and text sample to run
+            (:func:`~axislens.evals.sets.load_eval_set`).
         interventions: settings to compare with the baseline; each an ``Intervention``, a
             ``CapConfig``, a list of them (applied together) or a :class:`Setting` (named, with
             table ``params``).
@@ -301,11 +306,15 @@ def evaluate(
             intervention attached (a :class:`~axislens.collection.judges.ModelJudge` on ``model`` is safe).
         max_new_tokens: greedy reply length for attacks and identity probes.
         qa_max_new_tokens: reply length for QA items.
+        batch_size: sequences per batch for generation and the KL pass.
         projection_layer: layer of the projection columns (default: the middle non-zero layer
             of ``axis``).
+        ppl_window: tokens per window of the perplexity on ``eval_set.text_sample`` (at most the
+            model's context; no perplexity when the set has no text sample).
         baseline: the unsteered result of an earlier run on the same eval set and model (e.g.
             :meth:`SettingResult.from_json` in a resumed sweep): it is reused, not recomputed.
             KL is always measured along the baseline's QA replies (re-tokenized text).
+        progress: show a progress bar over the settings.
 
     Returns an :class:`EvalResult`; ``result.rows()`` is the tidy table.
     """
@@ -444,7 +453,7 @@ def evaluate(
         results.append(result)
         if not ivs:
             kl_seqs = _kl_sequences(tok, qa_convs, eval_set, result)
-    import axislens
+    from axislens.version import __version__
 
     provenance = {
         "model": model_provenance(model).to_dict(),
@@ -461,6 +470,6 @@ def evaluate(
         if axis is None
         else {"method": axis.method, "hook": axis.hook, "provenance": dict(axis.provenance)},
         "judge": None if judge is None else str(getattr(judge, "name", type(judge).__name__)),
-        "axislens_version": axislens.__version__,
+        "axislens_version": __version__,
     }
     return EvalResult(tuple(results), MappingProxyType(provenance))

@@ -218,6 +218,8 @@ def perplexity(model: Model, text: str, *, window: int = 512) -> float:
     over every predicted token of every window.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> perplexity(model, load_eval_set().text_sample)  # doctest: +SKIP
         18.7
     """
@@ -293,6 +295,8 @@ def next_token_kl(
     forwards are identical and the result is 0.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> next_token_kl(model, [ids], [n_prompt - 1], [cap_intervention(cap)])  # doctest: +SKIP
     """
     if len(sequences) != len(starts):

@@ -255,6 +255,8 @@ def load_eval_set(
             empty field, repeated id), or a folder holding none of the files.
 
     Example:
+        Needs files on disk (not run by the doctest suite).
+
         >>> load_eval_set("my_evals/", attacks="my_harmful_attacks.jsonl")  # doctest: +SKIP
     """
     folder = _shipped_dir() if path is None else Path(path)

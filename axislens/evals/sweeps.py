@@ -23,6 +23,8 @@ setting, under the same interventions, and reused through a
 comes from :func:`~axislens.model.decoding.generate_tokens` (the one decode loop).
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> res = layer_sweep(model, axis, ["Who are you?"], layers=range(0, 30, 3),
     ...                   strengths=(-8, -4, 0, 4, 8))  # doctest: +SKIP
     >>> res.table("dproj@29").shape  # doctest: +SKIP
@@ -49,7 +51,7 @@ from axislens.display import compact_repr, html_summary, shape
 from axislens.interventions.attach import Intervention, intervene
 from axislens.interventions.operations import Ablate, Add, All, Op, Positions
 from axislens.model.decoding import PrefixCache, SamplingConfig, generate_tokens
-from axislens.model.hooks import LayerSpec, resolve_layers
+from axislens.model.layers import LayerSpec, resolve_layers
 from axislens.model.protocol import Model
 
 if TYPE_CHECKING:
@@ -327,14 +329,23 @@ def layer_sweep(
     """Sweep ``op(strength)`` over ``layers`` x ``strengths``; see the module docstring.
 
     Args:
+        model: the loaded model; each setting is attached to it in turn.
+        direction: the axis the op acts along and the readouts project on.
+        prompts: user messages, formatted conversations or 1-d token ids.
         op: builds the op from a strength: ``Add`` (default), ``Ablate``, ``MeanAblate``,
             ``CapFloor``, ``CapCeiling`` or any ``float -> Op`` callable.
         layers: where to intervene, one at a time (default: every layer).
+        strengths: the scalars passed to ``op``, one setting each (``0.0`` is a no-op for ``Add``).
         readout_layers: layers whose ``resid_post`` projection is reported.
+        hook: where the op acts (default the direction's own hook, e.g. ``resid_post``).
         positions: token positions the op acts on (default: all). Other than ``All``, prompts
             are run one per batch so each has its own prompt/response boundary.
+        norm_units: optional ``[n_layers]`` average residual norms
+            (:func:`~axislens.interventions.attach.residual_norms`); strengths then count in them.
         continuations: ``{name: text}`` whose log-prob change is measured after each prompt.
         generate: a :class:`~axislens.model.decoding.SamplingConfig` to also generate text per setting.
+        batch_size: rows per forward pass (a prompt takes one row per continuation, or one).
+        progress: show a progress bar over the settings.
     """
     from axislens.model.loading import model_provenance
 

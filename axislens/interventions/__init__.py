@@ -1,5 +1,5 @@
 """Interventions along a direction: typed ops and position rules (``operations``, built on the
-float64-checked tensor kernels of :mod:`axislens.kernels`), and attaching them to a model's hook
+float64-checked tensor kernels of :mod:`axislens.tensor_math`), and attaching them to a model's hook
 points inside context managers that remove every hook on exit (``attach``: :func:`intervene`,
 :func:`steer`, :func:`ablate`, :func:`cap`, :func:`residual_norms`).
 """

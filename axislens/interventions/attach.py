@@ -25,6 +25,8 @@ the full sequence at every step. Positions index the model input (left padding i
 ``hook_resid_mid`` only feeds the MLP's norm, so editing it would not change the carried stream.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> axis = Direction.load("axis.safetensors")  # doctest: +SKIP
     >>> with intervene(model, Intervention(Add(-4.0), axis, layers=slice(12, 16))):  # doctest: +SKIP
     ...     logits = model(tokens)
@@ -40,12 +42,12 @@ import numbers
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import torch
 
 from axislens._types import Float, Tensor
-from axislens.directions import CapConfig, CeilingCap, Direction, HookName
+from axislens.directions import CapConfig, CeilingCap, Direction, HookName, check_hook
 from axislens.interventions.operations import (
     _OPS,
     Ablate,
@@ -62,7 +64,7 @@ from axislens.interventions.operations import (
     Spans,
     _Ctx,
 )
-from axislens.model.hooks import LayerSpec, hook_name, layer_device, resolve_layers
+from axislens.model.layers import LayerSpec, hook_name, layer_device, resolve_layers
 from axislens.model.protocol import Model
 
 __all__ = [
@@ -119,6 +121,8 @@ class Intervention:
         norm_units: optional ``[n_layers]`` average residual norms; scalars then count in them.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> Intervention(Add(-4.0), axis, layers=range(12, 16), positions=Response())  # doctest: +SKIP
     """
 
@@ -140,8 +144,7 @@ class Intervention:
             )
         object.__setattr__(self, "layers", _layers_value(self.layers))
         hook = self.direction.hook if self.hook is None else self.hook
-        if hook not in get_args(HookName):
-            raise ValueError(f"Intervention.hook {hook!r} is not one of {list(get_args(HookName))}")
+        check_hook(hook, "Intervention.hook")
         object.__setattr__(self, "hook", hook)
         if not isinstance(self.positions, (All, Prompt, Response, Last, Spans)):
             raise ValueError(
@@ -196,16 +199,18 @@ def ceiling_sequence_interventions(
     hook: HookName = "resid_post",
 ) -> list[Intervention]:
     """The interventions applying a public multi-vector capping experiment
-    (:class:`axislens.public.CeilingSequence`) exactly: one :class:`CapCeiling` per *slot*
+    (:class:`axislens.paper_artifacts.CeilingSequence`) exactly: one :class:`CapCeiling` per *slot*
     (slot ``k`` = the ``k``-th cap of each layer), attached in slot order, so at every layer the
     caps run one after the other in file order, as the public steerer applies them.
 
     Example:
+        Needs the paper's released files (not run by the doctest suite).
+
         >>> seq = CeilingSequence.from_torch("capping_config.pt", 0)  # doctest: +SKIP
         >>> with intervene(model, *ceiling_sequence_interventions(seq, n_layers=64)):  # doctest: +SKIP
         ...     out = model(tokens)
     """
-    from axislens.public import CeilingSequence
+    from axislens.paper_artifacts import CeilingSequence
 
     if not isinstance(caps, CeilingSequence):
         raise ValueError(f"expected a CeilingSequence, got {type(caps).__name__}")
@@ -438,6 +443,8 @@ def intervene(
     never modified; hooks are removed in ``finally``.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> with intervene(model, Intervention(Ablate(), axis, layers=[10])):  # doctest: +SKIP
         ...     logits = model(tokens)
     """
@@ -469,6 +476,8 @@ def intervention_hooks(
     :func:`intervene` attaches).
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> [name for name, _ in intervention_hooks(model, cap_intervention(cfg))]  # doctest: +SKIP
         ['blocks.12.hook_resid_post', 'blocks.14.hook_resid_post']
     """
@@ -492,7 +501,14 @@ def steer(
     norm_units: Tensor | None = None,
     prompt_len: int | None = None,
 ) -> contextlib.AbstractContextManager[Any]:
-    """``with steer(model, axis, -4.0, slice(12, 16)):`` adds ``coeff * v`` at those layers."""
+    """Add ``coeff * v`` at ``layers`` inside the block.
+
+    Example:
+        Needs a real model (not run by the doctest suite).
+
+        >>> with steer(model, axis, -4.0, slice(12, 16)):  # doctest: +SKIP
+        ...     reply = generate_text(model, [conv], greedy)
+    """
     iv = Intervention(
         Add(coeff),
         direction,
@@ -515,7 +531,14 @@ def ablate(
     norm_units: Tensor | None = None,
     prompt_len: int | None = None,
 ) -> contextlib.AbstractContextManager[Any]:
-    """``with ablate(model, axis, [10]):`` projects the direction out (adds ``coeff * v`` back)."""
+    """Project the direction out at ``layers`` inside the block (and add ``coeff * v`` back).
+
+    Example:
+        Needs a real model (not run by the doctest suite).
+
+        >>> with ablate(model, axis, [10]):  # doctest: +SKIP
+        ...     logits = model(tokens)
+    """
     iv = Intervention(
         Ablate(coeff),
         direction,
@@ -535,8 +558,15 @@ def cap(
     hook: HookName | None = None,
     prompt_len: int | None = None,
 ) -> contextlib.AbstractContextManager[Any]:
-    """``with cap(model, cap_config):`` applies an activation cap (floor convention; a public
-    :class:`CeilingCap` is converted)."""
+    """Apply an activation cap inside the block (floor convention; a public
+    :class:`CeilingCap` is converted).
+
+    Example:
+        Needs a real model (not run by the doctest suite).
+
+        >>> with cap(model, cap_config):  # doctest: +SKIP
+        ...     reply = generate_text(model, [conv], greedy)
+    """
     iv = cap_intervention(
         cap_config, n_layers=_model_sizes(model)[0], positions=positions, hook=hook
     )
@@ -581,6 +611,8 @@ def residual_norms(
     float32 with NaN at layers not measured; pass it as ``norm_units``.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> norms = residual_norms(model, [conv1, conv2])  # doctest: +SKIP
         >>> Intervention(Add(-2.0), axis, layers=[12], norm_units=norms)  # doctest: +SKIP
     """

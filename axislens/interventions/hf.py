@@ -15,6 +15,8 @@ rules as :func:`axislens.intervene`, KV-cached generation included. Hooks are re
 import TransformerLens.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> from transformers import AutoModelForCausalLM  # doctest: +SKIP
     >>> from axislens import hf  # doctest: +SKIP
     >>> model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
@@ -41,7 +43,7 @@ from axislens.interventions.attach import (
     compile_kernels,
 )
 from axislens.interventions.operations import Ablate, Add, All, Positions
-from axislens.model.hooks import LayerSpec
+from axislens.model.layers import LayerSpec
 
 __all__ = ["ablate", "cap", "decoder_layers", "intervene", "steer"]
 
@@ -67,6 +69,8 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     several match.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> len(decoder_layers(hf_model)) == hf_model.config.num_hidden_layers  # doctest: +SKIP
         True
     """
@@ -172,6 +176,8 @@ def intervene(
     ``resid_pre`` only. Yields the model; every hook is removed in ``finally``.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> with intervene(hf_model, Intervention(Ablate(), axis, layers=[10])):  # doctest: +SKIP
         ...     logits = hf_model(ids).logits
     """

@@ -1,7 +1,7 @@
 """Typed intervention ops and position rules (pure torch; used by :mod:`axislens.interventions.attach`).
 
 Ops (``v`` the layer's raw vector, ``v̂ = v/|v|``, ``p = h·v̂``; formulas as in
-:mod:`axislens.kernels`, whose functions are the float64-checked reference):
+:mod:`axislens.tensor_math`, whose functions are the float64-checked reference):
 
 - :class:`Add` ``(c)``: ``h + c v``
 - :class:`Ablate` ``(c)``: ``h - p v̂ + c v`` (``c = 0`` projects out)

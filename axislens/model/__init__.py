@@ -26,7 +26,7 @@ from axislens.model.decoding import (
     sample,
     stop_token_ids,
 )
-from axislens.model.hooks import (
+from axislens.model.layers import (
     HOOKS,
     HookShort,
     LayerSpec,

@@ -29,8 +29,8 @@ Conventions:
 
 Example:
     >>> conv = format_conversation(model, [{"role": "user", "content": "Who are you?"},
-    ...                                    {"role": "assistant", "content": "A ghost."}])  # doctest: +SKIP
-    >>> model.tokenizer.decode(conv.input_ids[conv.spans[1].slice])  # doctest: +SKIP
+    ...                                    {"role": "assistant", "content": "A ghost."}])
+    >>> model.tokenizer.decode(conv.input_ids[conv.spans[1].slice])
     'A ghost.'
 """
 
@@ -46,9 +46,11 @@ import torch
 
 __all__ = [
     "ChatError",
+    "ContextError",
     "FormattedConversation",
     "Message",
     "MessageSpan",
+    "fit_to_context",
     "format_conversation",
     "validate_messages",
 ]
@@ -62,6 +64,15 @@ _SENTINEL = re.compile("\ue000(\\d+)\ue001")
 
 class ChatError(ValueError):
     """A conversation is malformed or its template cannot be aligned; names the message."""
+
+
+class ContextError(ValueError):
+    """A conversation does not fit in the context even with only its last exchange;
+    ``tokens`` is that last exchange's length."""
+
+    def __init__(self, message: str, tokens: int) -> None:
+        super().__init__(message)
+        self.tokens = tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,3 +347,57 @@ def format_conversation(
     return FormattedConversation(
         input_ids=ids, text=real, spans=tuple(spans), generation_prompt=add_generation_prompt
     )
+
+
+def fit_to_context(
+    model: Any,
+    messages: Sequence[Message],
+    limit: int,
+    *,
+    generation_prompt: bool = False,
+    reserve: int = 0,
+) -> tuple[FormattedConversation, int, int]:
+    """Format ``messages``, dropping whole leading exchanges (the system message stays) until
+    the tokens plus ``reserve`` fit in ``limit``: the one context trimming that collection,
+    monitoring and chat sessions share.
+
+    Returns ``(conversation, messages dropped, full length)``. Binary search over the cut points
+    (each a user message): O(log turns) renderings. Raises :class:`ContextError` when even the
+    last exchange does not fit.
+
+    Example:
+        Needs a real model (not run by the doctest suite).
+
+        >>> conv, dropped, full = fit_to_context(model, history, 2048, reserve=256)  # doctest: +SKIP
+    """
+    msgs = list(messages)
+    system = msgs[:1] if msgs and msgs[0]["role"] == "system" else []
+    body = msgs[len(system) :]
+    cuts = [0] + [i for i in range(1, len(body)) if body[i]["role"] == "user"]
+
+    def render(k: int) -> FormattedConversation:
+        return format_conversation(
+            model, system + body[cuts[k] :], add_generation_prompt=generation_prompt
+        )
+
+    conv = render(0)
+    full = len(conv)
+    if full + reserve <= limit:
+        return conv, 0, full
+    lo, hi = 1, len(cuts) - 1
+    best: tuple[int, FormattedConversation] | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        c = render(mid)
+        if len(c) + reserve <= limit:
+            best, hi = (mid, c), mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        last = len(render(len(cuts) - 1))
+        raise ContextError(
+            f"the conversation does not fit in the context ({limit} tokens) even with only its "
+            f"last exchange ({last} tokens + {reserve} reserved)",
+            last,
+        )
+    return best[1], cuts[best[0]], full

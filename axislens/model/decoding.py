@@ -19,6 +19,8 @@ so any hooks attached with :func:`axislens.intervene` act at prefill and at ever
 template's default system prompt), computed once and reused.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> conv = format_conversation(model, [{"role": "user", "content": "Hi"}],
     ...                            add_generation_prompt=True)  # doctest: +SKIP
     >>> generate_text(model, [conv], SamplingConfig(max_new_tokens=20, temperature=0.0))  # doctest: +SKIP
@@ -158,6 +160,8 @@ class PrefixCache:
     positions needs an explicit ``prompt_len`` there.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> with intervene(model, iv):  # doctest: +SKIP
         ...     prefix = PrefixCache.build(model, system_prompt_ids)
         ...     for step in decode_steps(model, prompts, sampling, prefix_cache=prefix):
@@ -379,6 +383,8 @@ def decode_steps(
     modified.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> dec = decode_steps(model, [ids_a, ids_b], SamplingConfig(temperature=0.0))  # doctest: +SKIP
         >>> for step in dec:  # doctest: +SKIP
         ...     if step.index == 3:

@@ -11,6 +11,8 @@ Weights are loaded raw by default (no LayerNorm folding, no centring) so that di
 here transfer to plain HF models; the choice is recorded in :func:`model_provenance`.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> import axislens
     >>> model = axislens.load_model("smollm2-135m-instruct")  # doctest: +SKIP
     >>> model.cfg.n_layers, model.cfg.d_model  # doctest: +SKIP
@@ -258,12 +260,11 @@ def _prepare(name: str, kind: Literal["model", "tokenizer"]) -> Path:
     from tqdm.auto import tqdm
 
     weights = kind == "model"
-    print(
+    tqdm.write(  # beside the conversion's progress bar, on the same stream
         f"axislens: first use of the embedded model {name!r}: converting its GGUF to a "
         f"safetensors {kind} folder, once ({'20-70 s' if weights else 'a few seconds'}), into "
         f"{target}",
         file=sys.stderr,
-        flush=True,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     # Created before _quiet() silences stderr, so the bar still shows.
@@ -292,6 +293,8 @@ def prepare_model(name: str) -> Path:
     same folder at once.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> path = axislens.prepare_model("smollm2-135m-instruct")  # doctest: +SKIP
         >>> sorted(p.name for p in path.iterdir())[:2]  # doctest: +SKIP
         ['axislens-embedded.json', 'chat_template.jinja']
@@ -492,7 +495,10 @@ def load_model(
             models; ``True`` enables TransformerLens compatibility processing (LayerNorm
             folding, centring). Recorded in :func:`model_provenance`.
         revision: hub revision (branch, tag or commit) for hub ids.
-        device_map, max_memory, offload_folder: see above (accelerate's big-model dispatch).
+        device_map: ``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"`` or a dict
+            of module name -> device (see above); ``None`` (default): everything on ``device``.
+        max_memory: per-device budget for the ``device_map`` (needs one).
+        offload_folder: folder for modules the ``device_map`` puts on ``"disk"`` (needs one).
 
     Raises:
         ModelError: unknown name, folder without ``config.json``, hub unreachable, bad GGUF.
@@ -630,9 +636,9 @@ def tiny_model(
     forward pass costs milliseconds. Same seed, same weights.
 
     Example:
-        >>> model = axislens.tiny_model("llama", n_layers=2, d_model=64)  # doctest: +SKIP
-        >>> model.cfg.n_layers
-        2
+        >>> tiny = tiny_model("llama", n_layers=2, d_model=64)
+        >>> tiny.cfg.n_layers, tiny.cfg.d_model
+        (2, 64)
     """
     from transformers import AutoModelForCausalLM
 

@@ -13,6 +13,11 @@ from axislens.monitoring.projection import (
     load_transcript,
     project_conversation,
 )
+from axislens.monitoring.scripts import (
+    builtin_conversation,
+    load_script,
+    shipped_conversations,
+)
 from axislens.monitoring.session import (
     ChatSession,
     EngageRule,
@@ -28,8 +33,11 @@ __all__ = [
     "TranscriptError",
     "TurnProjection",
     "TurnReport",
+    "builtin_conversation",
     "chat_session",
     "check_conversation",
+    "load_script",
     "load_transcript",
     "project_conversation",
+    "shipped_conversations",
 ]

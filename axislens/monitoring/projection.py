@@ -12,6 +12,8 @@
   optional conditional cap.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> axis = Direction.load("runs/smollm2/axis.safetensors")  # doctest: +SKIP
     >>> tr = load_transcript("transcripts/jailbreak_capped.json")  # doctest: +SKIP
     >>> traj = project_conversation(model, axis, tr.messages, layers=[15, 20])  # doctest: +SKIP
@@ -35,8 +37,11 @@ import torch
 from axislens._types import Float, Tensor
 from axislens.directions import Direction
 from axislens.display import compact_repr, html_summary
-from axislens.model.chat import FormattedConversation, MessageSpan, format_conversation
-from axislens.model.hooks import hook_name, resolve_layers
+from axislens.model.chat import (
+    MessageSpan,
+    fit_to_context,
+)
+from axislens.model.layers import hook_name, resolve_layers
 from axislens.model.protocol import Model
 from axislens.store import atomic_write_json
 
@@ -256,6 +261,8 @@ class DriftTrajectory:
         metadata: JSON-able provenance (model, axis, cap and sampling settings).
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> traj.turns, traj.means(15)  # doctest: +SKIP
         ((0, 1, 2), [21.3, 18.9, 12.4])
     """
@@ -424,50 +431,9 @@ def _turn_numbers(messages: Sequence[Mapping[str, str]]) -> list[int]:
     return out
 
 
-def _fit(
-    model: Model,
-    msgs: list[dict[str, str]],
-    limit: int,
-    *,
-    generation_prompt: bool = False,
-    reserve: int = 0,
-) -> tuple[FormattedConversation, int, int]:
-    """Format ``msgs``, dropping whole leading exchanges (the system message stays) until the
-    tokens plus ``reserve`` fit in ``limit``. Returns (conversation, messages dropped, full
-    length). Binary search over the cut points: O(log turns) renderings."""
-    system = msgs[:1] if msgs[0]["role"] == "system" else []
-    body = msgs[len(system) :]
-    cuts = [0] + [i for i in range(1, len(body)) if body[i]["role"] == "user"]
-
-    def render(k: int) -> FormattedConversation:
-        return format_conversation(
-            model, system + body[cuts[k] :], add_generation_prompt=generation_prompt
-        )
-
-    conv = render(0)
-    full = len(conv)
-    if full + reserve <= limit:
-        return conv, 0, full
-    lo, hi = 1, len(cuts) - 1
-    best: tuple[int, FormattedConversation] | None = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        c = render(mid)
-        if len(c) + reserve <= limit:
-            best, hi = (mid, c), mid - 1
-        else:
-            lo = mid + 1
-    if best is None:
-        raise ValueError(
-            f"the conversation does not fit in the context ({limit} tokens) even with only its "
-            f"last exchange ({len(render(len(cuts) - 1))} tokens + {reserve} reserved)"
-        )
-    return best[1], cuts[best[0]], full
-
-
 def _units(direction: Direction, layers: Sequence[int], model: Model) -> list[Tensor]:
     """Unit vectors, each on the device of its layer (models split over GPUs)."""
-    from axislens.model.hooks import layer_device
+    from axislens.model.layers import layer_device
 
     return [direction.unit(layer).to(layer_device(model, layer)) for layer in layers]
 
@@ -536,6 +502,7 @@ def project_conversation(
     """Project every content token of a conversation on the unit axis, in one forward pass.
 
     Args:
+        model: the loaded model the conversation is run through.
         axis: the direction (its unit vector ``v̂_l`` is used at each layer).
         messages: a message list or a :class:`Transcript` (checked with
             :func:`check_conversation`).
@@ -554,7 +521,7 @@ def project_conversation(
     hook = _check_axis(model, axis, hook)
     layer_t = resolve_layers(layers, int(model.cfg.n_layers))
     limit = int(max_tokens or model.cfg.n_ctx)
-    conv, dropped, full = _fit(model, msgs, limit)
+    conv, dropped, full = fit_to_context(model, msgs, limit)
     turns = _turn_numbers(msgs)
     has_system = msgs[0]["role"] == "system"
     dropped_turns: tuple[int, ...] = ()

@@ -9,6 +9,8 @@ is a :class:`axislens.monitoring.projection.DriftTrajectory`; ``session.figure()
 updates after every turn.
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> s = chat_session(model, axis=axis, cap=cap, monitor_layers=[15, 20],
     ...                  drift_threshold=12.0, sampling=SamplingConfig(max_new_tokens=128))  # doctest: +SKIP
     >>> print(s.send("Do you ever feel trapped in there?"))  # doctest: +SKIP
@@ -30,15 +32,15 @@ import torch
 from axislens._types import Tensor
 from axislens.directions import CapConfig, Direction
 from axislens.interventions.attach import cap_intervention, intervention_hooks
+from axislens.model.chat import fit_to_context
 from axislens.model.decoding import SamplingConfig, decode_steps, item_seed, stop_token_ids
-from axislens.model.hooks import hook_name, resolve_layers
+from axislens.model.layers import hook_name, resolve_layers
 from axislens.model.protocol import Model
 from axislens.monitoring.projection import (
     DriftTrajectory,
     TurnProjection,
     _check_axis,
     _decode_each,
-    _fit,
     _model_meta,
     _units,
 )
@@ -247,7 +249,7 @@ class ChatSession:
             raise ValueError("the user message must be a non-empty string")
         turn = len(self._reports)
         msgs = [*self._history, {"role": "user", "content": user_text}]
-        conv, dropped, full = _fit(
+        conv, dropped, full = fit_to_context(
             self.model,
             msgs,
             self.limit,
@@ -429,17 +431,24 @@ def chat_session(
     """Start a monitored chat (see :class:`ChatSession` for when a conditional cap engages).
 
     Args:
+        model: the loaded model to chat with.
         axis: the axis to project on (unit vector per layer).
         cap: a floor cap (:class:`CapConfig`), applied once engaged.
         monitor_layers: layers whose projection is reported after each reply.
         drift_threshold: the projection below which the cap engages (at ``trigger_layer``,
             default the first monitored layer).
+        system: system message opening the conversation (``None``: none).
         sampling: default :class:`SamplingConfig` (temperature 0.7, top-p 0.9, 512 tokens).
         engage: ``"token"`` (running mean of the current reply) or ``"turn"`` (reply mean).
+        trigger_layer: the layer compared with ``drift_threshold``, one of ``monitor_layers``
+            (default the first).
+        hook: hook point of the monitored projections (default ``axis.hook``).
         max_tokens: context limit (default ``n_ctx``); older exchanges are hidden from the model
             (with a warning) when prompt plus ``max_new_tokens`` would exceed it.
 
     Example:
+        Needs a real model (not run by the doctest suite).
+
         >>> s = chat_session(model, axis=axis, cap=cap, monitor_layers=[15],
         ...                  drift_threshold=12.0)  # doctest: +SKIP
         >>> print(s.send("I feel like you're the only one who understands me."))  # doctest: +SKIP

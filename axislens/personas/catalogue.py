@@ -16,6 +16,7 @@ Role categories (``RoleCategory``), ordered from the Assistant outwards:
 - ``unspecified``: roles imported from the paper's layout, which records no category.
 
 Example:
+    >>> from axislens.personas import load_personas
     >>> p = load_personas()
     >>> p.role("ghost").system_prompts[0][:15]
     'You are a ghost'
@@ -399,6 +400,24 @@ class Personas:
     def spread_roles(self) -> tuple[Role, ...]:
         """All roles, cycling through ``CATEGORIES`` (file order within a category)."""
         return tuple(_round_robin(self.roles, lambda r: r.category, CATEGORIES))
+
+    def pick_roles(self, roles: int | Sequence[str] | None) -> list[str] | None:
+        """The role names a run asks for: ``N`` = the first N of :meth:`spread_roles`, names
+        (each checked against the catalogue), or ``None`` for every role.
+
+        Example:
+            >>> from axislens.personas import load_personas
+            >>> len(load_personas().pick_roles(3))
+            3
+        """
+        if roles is None:
+            return None
+        if isinstance(roles, int):
+            spread = self.spread_roles()
+            if not 1 <= roles <= len(spread):
+                raise ValueError(f"--roles {roles}: the catalogue has {len(spread)} roles")
+            return [r.name for r in spread[:roles]]
+        return [self.role(name).name for name in roles]
 
     def spread_questions(self) -> tuple[Question, ...]:
         """All questions, cycling through topics in order of first appearance."""

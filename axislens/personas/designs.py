@@ -20,7 +20,7 @@ offset that does not shrink with more roles or more default items.
 Example:
     >>> Rotated().assign(n_roles=48, n_questions=3, default_questions=36).per_question
     4
-    >>> Rotated().assign(n_roles=2, n_questions=3, default_questions=4).role_questions[1]
+    >>> Rotated().assign(n_roles=4, n_questions=3, default_questions=4).role_questions[1]
     (3, 0, 1)
     >>> design_for(3, 36).name, design_for(3, 3).name
     ('rotated', 'shared')

@@ -8,6 +8,8 @@
 Figures are returned, never shown; tests read their data. No model is needed.
 
 Example:
+    The trajectories come from a real model (not run by the doctest suite).
+
     >>> fig = drift_trajectory(plain, capped, labels=["unsteered", "capped"], layer=15,
     ...                        threshold=11.5)  # doctest: +SKIP
     >>> fig.data[0].y  # the per-turn means of ``plain`` at layer 15  # doctest: +SKIP
@@ -48,6 +50,7 @@ def drift_trajectory(
         layer: the layer to draw (default the first layer of the first trajectory).
         threshold: a cap/drift threshold ``tau``: a dashed line with the region below it shaded
             (where the cap acts); or ``(lo, hi)``: a shaded band.
+        title: the figure title (default ``Projection on the axis per turn (layer N)``).
 
     Trace ``k`` has ``x`` = the turn numbers and ``y`` = the per-turn means of trajectory ``k``
     (empty turns as gaps); turns in which a cap acted are drawn as diamonds.
@@ -116,6 +119,7 @@ def token_projection(
     """Per-token projection of one message as a circuitsvis ``colored_tokens`` view.
 
     Args:
+        trajectory: the :class:`DriftTrajectory` holding the message.
         turn: the turn number (as in ``trajectory.turns``).
         layer: the layer (default the trajectory's first).
         role: ``"assistant"`` or ``"user"``.

@@ -5,6 +5,8 @@ returns a ``plotly.graph_objects.Figure``; nothing is computed here beyond sorti
 formatting, so the numbers in a figure's traces are exactly the result's numbers.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> pca = persona_pca(role_vectors(store), 15)  # doctest: +SKIP
     >>> variance_bars(pca).show()  # doctest: +SKIP
     >>> persona_space_scatter(pca, dims=3).write_html("space.html")  # doctest: +SKIP
@@ -18,6 +20,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from axislens.display import as_floats
 from axislens.plots.captions import with_caption
 
 if TYPE_CHECKING:
@@ -37,10 +40,6 @@ __all__ = [
 _COLORSCALE = "RdBu"  # red = role-like (low projection), blue = Assistant-like (high)
 
 
-def _floats(t: torch.Tensor) -> list[float]:
-    return [float(v) for v in t.detach().double().cpu()]
-
-
 def _extremes(values: list[float], n: int) -> set[int]:
     order = sorted(range(len(values)), key=lambda i: values[i])
     return set(order[:n]) | set(order[-n:]) if n > 0 else set()
@@ -51,8 +50,8 @@ def variance_bars(pca: PersonaPCA, *, max_components: int | None = 30) -> go.Fig
 
     Dashed lines mark 70/80/90/95% with the number of components each needs.
     """
-    ratio = _floats(pca.explained_variance_ratio)
-    cum = _floats(torch.cumsum(pca.explained_variance_ratio, dim=0))
+    ratio = as_floats(pca.explained_variance_ratio)
+    cum = as_floats(torch.cumsum(pca.explained_variance_ratio, dim=0))
     k = len(ratio) if max_components is None else min(len(ratio), max_components)
     xs = list(range(1, k + 1))
     fig = go.Figure()
@@ -92,9 +91,9 @@ def persona_space_scatter(
     n_comp = int(pca.loadings.shape[1])
     if n_comp < dims:
         raise ValueError(f"need {dims} components, the PCA has {n_comp} (too few roles)")
-    coords = [_floats(pca.loadings[:, j]) for j in range(dims)]
+    coords = [as_floats(pca.loadings[:, j]) for j in range(dims)]
     has_axis = pca.axis_projections is not None
-    color = _floats(
+    color = as_floats(
         pca.axis_projections if pca.axis_projections is not None else pca.loadings[:, 0]
     )
     label = _extremes(color, label_extremes)
@@ -112,7 +111,7 @@ def persona_space_scatter(
     }
     common = {"mode": "markers+text", "name": "roles", "text": text, "hovertext": hover,
               "hoverinfo": "text", "marker": marker}  # fmt: skip
-    ratio = _floats(pca.explained_variance_ratio[:dims])
+    ratio = as_floats(pca.explained_variance_ratio[:dims])
     titles = [f"PC{j + 1} ({100 * ratio[j]:.1f}%)" for j in range(dims)]
     fig = go.Figure()
     if dims == 2:
@@ -124,7 +123,7 @@ def persona_space_scatter(
             scene={"xaxis_title": titles[0], "yaxis_title": titles[1], "zaxis_title": titles[2]}
         )
     if pca.default_position is not None:
-        d = _floats(pca.default_position[:dims])
+        d = as_floats(pca.default_position[:dims])
         star = {"size": 16 if dims == 2 else 8, "symbol": "star" if dims == 2 else "diamond",
                 "color": "black"}  # fmt: skip
         kw = {"mode": "markers+text", "name": "default", "text": ["default"], "marker": star}
@@ -150,12 +149,12 @@ def axis_layer_lines(profile: LayerProfile) -> go.Figure:
     layers = list(profile.layers)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(
-        go.Scatter(x=layers, y=_floats(profile.cos_axis_pc1), mode="lines+markers",
+        go.Scatter(x=layers, y=as_floats(profile.cos_axis_pc1), mode="lines+markers",
                    name="cos(axis, PC1)"),
         secondary_y=False,
     )  # fmt: skip
     fig.add_trace(
-        go.Scatter(x=layers, y=_floats(profile.axis_norm), mode="lines+markers", name="|axis|"),
+        go.Scatter(x=layers, y=as_floats(profile.axis_norm), mode="lines+markers", name="|axis|"),
         secondary_y=True,
     )
     fig.update_layout(title="Assistant Axis by layer", xaxis_title="layer")
@@ -170,7 +169,7 @@ def axis_layer_lines(profile: LayerProfile) -> go.Figure:
 
 def role_projection_strip(proj: RoleProjections, *, label_extremes: int = 8) -> go.Figure:
     """Roles ranked along the axis (x = projection, sorted), the default as a dashed line."""
-    values = _floats(proj.values)
+    values = as_floats(proj.values)
     order = sorted(range(len(values)), key=lambda i: values[i])
     label = _extremes(values, label_extremes)
     desc = proj.descriptions or ("",) * len(values)
@@ -209,7 +208,7 @@ def trait_cosine_bars(tc: TraitCosines, *, top: int | None = 20) -> go.Figure:
 
     ``top`` keeps the ``top`` most negative and ``top`` most positive traits (None: all).
     """
-    values = _floats(tc.cosines)
+    values = as_floats(tc.cosines)
     order = sorted(range(len(values)), key=lambda i: values[i])
     if top is not None and len(order) > 2 * top:
         order = order[:top] + order[-top:]
@@ -237,7 +236,7 @@ def trait_cosine_bars(tc: TraitCosines, *, top: int | None = 20) -> go.Figure:
 
 def cross_model_scatter(cmp: CrossModelLoadings) -> go.Figure:
     """Paired loadings of the common roles in two models, with the least-squares line."""
-    a, b = _floats(cmp.a), _floats(cmp.b)
+    a, b = as_floats(cmp.a), as_floats(cmp.b)
     fig = go.Figure(
         go.Scatter(x=a, y=b, mode="markers", name="roles", text=list(cmp.names),
                    hovertemplate="%{text}<br>%{x:.3g}, %{y:.3g}<extra></extra>")

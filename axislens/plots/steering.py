@@ -6,9 +6,12 @@ returns a figure without rendering it, so tests inspect ``fig.data``. No model, 
 transformer_lens import.
 
 Example:
+    The results come from a sweep and an attribution on a real model (not run by the doctest
+    suite); ``token_view`` renders in Jupyter.
+
     >>> fig = sweep_heatmap(result, "dproj@29")  # doctest: +SKIP
     >>> fig.write_html("sweep.html")  # doctest: +SKIP
-    >>> token_view(attr)  # doctest: +SKIP  (renders in Jupyter)
+    >>> token_view(attr)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ def logit_lens_bars(lens: LogitLens) -> go.Figure:
 
 
 def token_view(attr: Attribution, component: str | None = None) -> Any:
-    """circuitsvis ``colored_tokens`` of the per-token projection (the residual's, or one
+    """The circuitsvis ``colored_tokens`` of the per-token projection (the residual's, or one
     component's by label)."""
     from circuitsvis.tokens import colored_tokens
 

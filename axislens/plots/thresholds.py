@@ -2,6 +2,8 @@
 figure, with each ``tau`` drawn as a vertical line. Model-free; the figure is returned, not shown.
 
 Example:
+    Needs a collected store of a real model (not run by the doctest suite).
+
     >>> fig = cap_distributions(resp.at(22), tok.stacked(layers=[22])[:, 0],
     ...                         {"p25 response": 1.5, "p25 token": -0.3}, layer=22)  # doctest: +SKIP
 """

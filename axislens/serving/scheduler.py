@@ -22,6 +22,8 @@ formatting, before prefill, at every step and before its projection. New request
 next batch (not mid-flight).
 
 Example:
+    Needs a real model (not run by the doctest suite).
+
     >>> sched = BatchScheduler(engine, limits)  # doctest: +SKIP
     >>> ticket = sched.submit(job)  # doctest: +SKIP
     >>> ticket.done.result().text  # doctest: +SKIP

@@ -8,7 +8,7 @@ import pytest
 from axislens.analysis import role_vectors
 from axislens.analysis.space import persona_pca
 from axislens.analysis.thresholds import calibrate_cap
-from axislens.pipelines import DemoConfig, run_demo
+from axislens.jobs import DemoConfig, run_demo
 from axislens.store import ActivationStore
 
 

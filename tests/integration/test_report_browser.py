@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from axislens.pipelines import run_axis, run_demo
+from axislens.jobs import run_axis, run_demo
 from tests.integration.test_demo import reduced_demo_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

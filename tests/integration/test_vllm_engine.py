@@ -257,7 +257,7 @@ def test_cli_generates_on_the_engine_then_collects_on_the_bridge(vllm, tmp_path,
 def test_demo_generates_through_the_engine(vllm, tiny_llama, tmp_path):
     """``axislens demo --engine-url``: the tiny bridge (SmolLM2's tokenizer, random weights)
     collects and steers; the real model on vLLM writes the responses."""
-    from axislens.pipelines import DemoConfig, run_demo
+    from axislens.jobs import DemoConfig, run_demo
 
     cfg = DemoConfig(
         out=str(tmp_path / "demo"),

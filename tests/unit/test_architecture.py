@@ -1,5 +1,6 @@
-"""The 0.2 layout holds: one-way dependencies, no import cycles, no module shadowed by a function,
-and the model-free stages never import TransformerLens."""
+"""The layout holds: stages in one order (the one docs/architecture.md gives), no import cycles,
+no private name imported across subpackages, no module shadowed by a function, and the
+model-free stages never import TransformerLens."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ PKG = Path(axislens.__file__).resolve().parent
 MODEL_FREE = (
     "axislens.store",
     "axislens.directions",
-    "axislens.kernels",
+    "axislens.tensor_math",
+    "axislens.pt_files",
     "axislens.interop",
     "axislens.display",
     "axislens.extras",
@@ -26,7 +28,8 @@ MODEL_FREE = (
     "axislens.plots",
     "axislens.personas",
     "axislens.presets",
-    "axislens.public",
+    "axislens.paper_artifacts",
+    "axislens.version",
 )
 # Each stage may import only the stages listed (plus itself and the values).
 # axislens.interop: the values' exporters (Direction.to_gguf, CapConfig.to_torch, ...).
@@ -36,10 +39,12 @@ VALUES = {
     "axislens._types",
     "axislens.store",
     "axislens.directions",
-    "axislens.kernels",
+    "axislens.tensor_math",
     "axislens.interop",
     "axislens.presets",
-    "axislens.public",
+    "axislens.paper_artifacts",
+    "axislens.pt_files",
+    "axislens.version",
 }
 
 
@@ -117,39 +122,138 @@ def test_no_import_cycles_between_modules() -> None:
             visit(n)
 
 
-def test_stages_depend_one_way() -> None:
-    """cli -> pipelines -> stages -> values; the model-free stages import no model stage."""
-    graph = _graph()
-    order = {
-        "values": 0,
-        "axislens.model": 1,
-        "axislens.personas": 1,
-        "axislens.interventions": 2,
-        "axislens.hf": 2,  # re-exports axislens.interventions.hf
-        "axislens.analysis": 2,
-        "axislens.plots": 3,
-        "axislens.collection": 3,
-        "axislens.monitoring": 3,
-        "axislens.evals": 4,
-        "axislens.serving": 5,
-        "axislens.pipelines": 6,
-        "axislens.cli": 7,
-    }
+# The stages, in the order docs/architecture.md lists them: each imports only earlier ones.
+ORDER = (
+    "values",
+    "axislens.model",
+    "axislens.personas",
+    "axislens.analysis",
+    "axislens.plots",
+    "axislens.collection",
+    "axislens.interventions",
+    "axislens.monitoring",
+    "axislens.evals",
+    "axislens.serving",
+    "axislens.jobs",
+    "axislens.cli",
+)
+SAME_STAGE = {"axislens.hf": "axislens.interventions"}  # re-exports axislens.interventions.hf
+
+
+def _stage_of(mod: str) -> str:
+    if mod in VALUES:
+        return "values"
+    return SAME_STAGE.get(mod, _stage(mod))
+
+
+def _order_violations(graph: dict[str, set[str]]) -> list[str]:
+    rank = {stage: i for i, stage in enumerate(ORDER)}
     model_free = {"axislens.analysis", "axislens.plots", "axislens.personas"}
     bad = []
     for mod, deps in graph.items():
         if mod == "axislens._legacy":
             continue
-        src = "values" if mod in VALUES else _stage(mod)
+        src = _stage_of(mod)
         for dep in deps:
-            dst = "values" if dep in VALUES else _stage(dep)
+            dst = _stage_of(dep)
             if dst == src:
                 continue
-            if order[dst] > order[src] or (src in model_free and dst == "axislens.model"):
-                bad.append(f"{mod} imports {dep}")
-            if src == "values" and dst != "values":
-                bad.append(f"{mod} (a value module) imports {dep}")
-    assert not bad, "\n".join(sorted(bad))
+            if rank[dst] > rank[src]:
+                bad.append(f"{mod} imports {dep} (a later stage)")
+            elif src in model_free and dst == "axislens.model":
+                bad.append(f"{mod} imports {dep} (a model-free stage importing the model)")
+    return sorted(bad)
+
+
+def test_stages_depend_one_way() -> None:
+    """cli -> jobs -> serving -> ... -> model -> values, in :data:`ORDER`; the model-free stages
+    import no model stage."""
+    assert set(ORDER[1:]) == {_stage_of(m) for m in _graph()} - {"values", "axislens._legacy"}
+    bad = _order_violations(_graph())
+    assert not bad, "\n".join(bad)
+
+
+def test_the_order_check_fails_on_a_later_stage() -> None:
+    """The check itself: an analysis module importing a collection module is refused."""
+    graph = {"axislens.analysis.vectors": {"axislens.collection.tokens"}}
+    assert _order_violations(graph) == [
+        "axislens.analysis.vectors imports axislens.collection.tokens (a later stage)"
+    ]
+
+
+def test_docs_list_the_stages_in_the_checked_order() -> None:
+    """docs/architecture.md's stage table has the packages in :data:`ORDER`."""
+    text = (PKG.parent / "docs" / "architecture.md").read_text()
+    start = text.index("| stage | package | owns |")
+    block = text[start : text.index("\n\n", start)]
+    table = [line for line in block.splitlines() if line.startswith("| ") and "`" in line]
+    listed = [line.split("|")[2].strip().split("`")[1].rstrip("/") for line in table]
+    expected = [s.removeprefix("axislens.") for s in ORDER[1:]]
+    assert [p for p in listed if p in expected] == expected, listed
+
+
+def _home(mod: str) -> str:
+    """The stage a module belongs to for privacy: its subpackage, or itself when it is a
+    top-level module (``axislens.directions``)."""
+    parts = mod.split(".")
+    if len(parts) >= 2 and (PKG / parts[1]).is_dir():
+        return ".".join(parts[:2])
+    return mod
+
+
+def _private_imports(name: str, path: Path) -> list[str]:
+    """``from axislens.x import _y`` where ``axislens.x`` lives in another stage than ``name``:
+    a private name used across a boundary."""
+    tree = ast.parse(path.read_text())
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            base = ".".join([*pkg.split(".")[: len(pkg.split(".")) - node.level + 1], base])
+        if not base.startswith("axislens") or _home(base) == _home(name):
+            continue
+        found += [
+            f"{name}: from {base} import {a.name}"
+            for a in node.names
+            if a.name.startswith("_") and not a.name.startswith("__")
+        ]
+    return found
+
+
+def test_no_private_name_is_imported_across_stages() -> None:
+    found = [f for n, p in _modules().items() for f in _private_imports(n, p)]
+    assert not found, "\n".join(found)
+
+
+def test_the_private_import_check_fails_on_one(tmp_path) -> None:
+    src = tmp_path / "tokens.py"
+    src.write_text("from axislens.analysis.vectors import _open\nfrom .activations import _x\n")
+    assert _private_imports("axislens.collection.tokens", src) == [
+        "axislens.collection.tokens: from axislens.analysis.vectors import _open"
+    ]
+
+
+def test_no_module_imports_the_package_root() -> None:
+    """The root only re-exports: a module importing it (e.g. for ``__version__``, which lives in
+    :mod:`axislens.version`) hides a dependency the stage check cannot see."""
+    found = []
+    for name, path in _modules().items():
+        if name == "axislens":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name == "axislens" for a in node.names):
+                found.append(f"{name}: import axislens")
+            elif isinstance(node, ast.ImportFrom) and node.module == "axislens":
+                subs = {m.split(".")[1] for m in _modules() if m.count(".") >= 1}
+                found += [
+                    f"{name}: from axislens import {a.name}"
+                    for a in node.names
+                    if a.name not in subs
+                ]
+    assert not found, "\n".join(found)
 
 
 def test_no_module_is_named_like_a_function_its_package_reexports() -> None:
@@ -185,8 +289,8 @@ def test_model_free_stages_do_not_import_transformer_lens() -> None:
 
 
 def test_cli_modules_only_parse_arguments() -> None:
-    """cli/ holds argument parsing: it defines no dataclass and calls pipelines or library
-    functions; every job it runs is importable from axislens.pipelines."""
+    """cli/ holds argument parsing: it defines no dataclass and calls jobs or library
+    functions; every job it runs is importable from axislens.jobs."""
     for path in (PKG / "cli").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -208,11 +312,25 @@ def test_old_module_paths_warn_and_resolve() -> None:
         "from axislens.generate import generate_responses, SamplingConfig\n"
         "assert cap is axislens.cap and load_model is axislens.load_model\n"
         "assert callable(axislens.steer) and callable(axislens.collect)\n"
+        "warnings.simplefilter('error', DeprecationWarning)\n"
+        "try:\n"
+        "    import axislens.pipelines\n"
+        "except DeprecationWarning as w:\n"
+        "    print('warned', w)\n"
+        "warnings.simplefilter('ignore')\n"
+        "from axislens.pipelines import run_demo, RunSummary, load_script, default_cap_layers\n"
+        "from axislens.kernels import cap_floor\n"
+        "from axislens.public import CeilingSequence\n"
+        "from axislens.model.hooks import hook_name\n"
+        "from axislens.jobs import run_demo as new, CollectResult\n"
+        "assert run_demo is new and RunSummary is CollectResult\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "warned axislens.steer_ops moved to axislens.interventions.operations" in out.stdout
+    assert "warned axislens.pipelines moved to axislens.jobs.demo" in out.stdout
+    assert "in axislens 0.3; the old path goes in 0.4" in out.stdout
     assert out.stdout.strip().endswith("ok")
 
 

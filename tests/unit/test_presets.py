@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from axislens.pipelines import _layers, default_cap_layers
 from axislens.presets import (
     KNOWN_MODELS,
     cap_window,
+    default_cap_layers,
     depth_cap_layers,
+    job_layers,
     known_model,
     model_short_name,
     target_layer,
@@ -53,7 +54,7 @@ def test_default_cap_layers_uses_the_table_and_warns_on_fallback():
     assert got == [46, 48, 50, 52, 54]
     with pytest.warns(UserWarning, match="model not in the known-model table"):
         assert default_cap_layers(list(range(10)), 10, "x/y") == [7, 8]
-    mid, caps, measure, note = _layers(46, "google/gemma-2-27b-it")
+    mid, caps, measure, note = job_layers(46, "google/gemma-2-27b-it")
     assert mid == 22 and caps == list(depth_cap_layers(46)) and measure == caps[-1]
     assert "fallback" in note and "MODEL_CONFIGS" in note
-    assert _layers(4, "Qwen/Qwen3-32B")[0] == 2  # a tabled name at another depth: fallback
+    assert job_layers(4, "Qwen/Qwen3-32B")[0] == 2  # a tabled name at another depth: fallback

@@ -10,9 +10,9 @@ from axislens.cli.app import build_parser
 from axislens.cli.collect import parse_roles
 from axislens.collection.activations import collect
 from axislens.collection.judges import KeepAll, ModelJudge
-from axislens.model.hooks import parse_layers
+from axislens.jobs import run_collect
+from axislens.model.layers import parse_layers
 from axislens.personas import DefaultPrompts, Personas, Question, Role, default_rubric
-from axislens.pipelines import run_collect
 from axislens.store import ActivationStore
 
 

@@ -88,8 +88,9 @@ def test_help_does_not_import_torch(argv) -> None:
 def test_literals_written_out_for_help_match_the_library() -> None:
     from axislens.cli import collect
     from axislens.cli.app import _DEMO
+    from axislens.collection.judges import JudgeChoice
+    from axislens.jobs import CollectMode, DemoConfig
     from axislens.model.loading import DEFAULT_MODEL as LIB_DEFAULT
-    from axislens.pipelines import CollectMode, DemoConfig, JudgeChoice
 
     assert DEFAULT_MODEL == LIB_DEFAULT == DemoConfig().model
     assert get_args(CollectMode) == collect._MODES and get_args(JudgeChoice) == collect._JUDGES
@@ -304,8 +305,8 @@ def test_steer_coeff_is_raw_units_or_named_norm_units(tiny_llama, tmp_path, caps
 def test_monitor_replays_a_shipped_conversation_and_writes_out_after_every_turn(
     tiny_llama, tmp_path, capsys, monkeypatch
 ):
+    from axislens.monitoring import builtin_conversation
     from axislens.monitoring.projection import DriftTrajectory
-    from axislens.pipelines import builtin_conversation
 
     monkeypatch.setattr(cli_monitor, "load_from_args", lambda args: tiny_llama)
     out = tmp_path / "drift.json"

@@ -191,7 +191,7 @@ def _personas(description: str = "A ghost."):
 
 
 def test_run_collect_refuses_an_edited_catalogue_and_new_sampling(tiny_llama, tmp_path) -> None:
-    from axislens.pipelines import run_collect
+    from axislens.jobs import run_collect
 
     kw = dict(roles=2, n_prompts=1, n_questions=1, max_new_tokens=3, layers=[0], progress=False)
     run_collect(tiny_llama, tmp_path / "s", personas=_personas(), **kw)  # type: ignore[arg-type]
@@ -209,7 +209,7 @@ def test_run_collect_refuses_an_edited_catalogue_and_new_sampling(tiny_llama, tm
 def test_bogus_hooks_fail_without_creating_the_store(tiny_llama, tmp_path, capsys) -> None:
     import axislens.cli.collect  # noqa: F401
     from axislens.cli import main
-    from axislens.pipelines import run_collect
+    from axislens.jobs import run_collect
 
     with pytest.raises(ValueError, match="unknown hook 'bogus'"):
         run_collect(

@@ -36,7 +36,7 @@ from axislens.interventions.operations import (
     parse_positions,
 )
 from axislens.model.decoding import SamplingConfig, generate_tokens, stop_token_ids
-from axislens.model.hooks import parse_layers
+from axislens.model.layers import parse_layers
 
 POST = "blocks.{}.hook_resid_post"
 HOOK_SUFFIXES = ("resid_post", "resid_pre", "resid_mid", "attn_out", "mlp_out")

@@ -9,7 +9,7 @@ import torch
 import axislens
 from axislens.directions import Direction
 from axislens.interventions.attach import residual_norms, steer
-from axislens.model.hooks import layer_device
+from axislens.model.layers import layer_device
 from axislens.model.loading import ModelError
 from axislens.monitoring.projection import project_conversation
 from axislens.store import ActivationStore

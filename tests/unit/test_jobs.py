@@ -16,13 +16,8 @@ import numpy as np
 import pytest
 
 from axislens.analysis.stability import split_half
-from axislens.pipelines import (
-    DemoConfig,
-    _row_note,
-    _table_rows,
-    run_axis,
-    run_demo,
-)
+from axislens.jobs import DemoConfig, run_axis, run_demo
+from axislens.plots.reports import _row_note, demo_table_rows
 from axislens.store import ActivationStore
 from tests.unit.analysis.test_analysis import Planted, build_store
 
@@ -86,7 +81,7 @@ def test_demo_summary_records_split_half_per_layer(demo):
 def test_demo_table_has_the_split_half_row_explained(demo):
     _, summary = demo
     mid, stab = summary["middle_layer"], summary["stability"]
-    rows = dict(_table_rows(summary))
+    rows = dict(demo_table_rows(summary))
     label = f"split-half cos (item / question), layer {mid}"
     assert rows[label] == f"{stab['by_item'][mid]:+.3f} / {stab['by_question'][mid]:+.3f}"
     note = _row_note(label)

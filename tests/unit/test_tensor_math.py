@@ -1,4 +1,4 @@
-"""axislens.kernels against float64 numpy references written independently of the implementation."""
+"""axislens.tensor_math against float64 numpy references written independently of the implementation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Import the paper's public artifacts: role/default/trait vectors and capping configs.
+"""Import the paper's released artifacts: role/default/trait vectors and capping configs.
+
+(``axislens.paper_artifacts`` until 0.3: "public" meant the paper's public release, not axislens' API.)
 
 Model-free; every file is read with ``torch.load(weights_only=True)`` (numpy float/int scalars
 allow-listed for that call only, as the public capping configs store caps as ``np.float64``).
@@ -22,6 +24,8 @@ Sign check (:func:`check_cap_sign`): the public capping vectors point *away* fro
 roles) is expected to be negative; a positive cosine means the files or the axis are flipped.
 
 Example:
+    Needs the paper's released files (not run by the doctest suite).
+
     >>> seq = CeilingSequence.from_torch("capping_config.pt", "layers_46:54-p0.25")  # doctest: +SKIP
     >>> check_cap_sign(seq, axis)  # raises if a vector points the wrong way  # doctest: +SKIP
 """
@@ -37,15 +41,15 @@ from typing import Any, Literal
 
 import torch
 
-from axislens import kernels as ops
+from axislens import tensor_math as ops
 from axislens._types import Float, Tensor, Vec
-from axislens.directions import (
-    Direction,
-    _capping_experiment,
-    _finite,
-    _percentile_from_id,
-    _sha256,
-    _torch_load,
+from axislens.directions import Direction
+from axislens.pt_files import (
+    file_sha256,
+    finite,
+    load_plain,
+    percentile_from_id,
+    read_capping_experiment,
 )
 
 __all__ = [
@@ -64,7 +68,7 @@ PathLike = str | os.PathLike[str]
 def _matrix(path: Path) -> Tensor:
     """The ``[n_layers, d_model]`` tensor of one public vector file (a tensor, or a dict with
     ``"vector"``, or a dict with exactly one tensor)."""
-    obj = _torch_load(path)
+    obj = load_plain(path)
     if isinstance(obj, Mapping):
         tensors = {str(k): v for k, v in obj.items() if torch.is_tensor(v)}
         if torch.is_tensor(obj.get("vector")):
@@ -127,7 +131,7 @@ def _load_folder(folder: PathLike, what: str) -> PublicVectors:
             "import": {
                 "folder": str(root),
                 "format": f"public {what}/<name>.pt",
-                "sha256": {f.name: _sha256(f) for f in files},
+                "sha256": {f.name: file_sha256(f) for f in files},
             }
         },
     )
@@ -148,7 +152,9 @@ def load_default_vector(path: PathLike, *, hook: str = "resid_post") -> Directio
     """The public ``default_vector.pt`` (mean of all default responses) as a Direction."""
     p = Path(path)
     m = _matrix(p)
-    prov = {"import": {"file": p.name, "sha256": _sha256(p), "format": "public default_vector.pt"}}
+    prov = {
+        "import": {"file": p.name, "sha256": file_sha256(p), "format": "public default_vector.pt"}
+    }
     return Direction(m, method="imported", hook=hook, provenance=prov)
 
 
@@ -187,7 +193,7 @@ class CeilingSequence:
                 raise ValueError(f"CeilingSequence entry {e.name!r}: vector is zero or mis-shaped")
             if isinstance(e.layer, bool) or not isinstance(e.layer, int) or e.layer < 0:
                 raise ValueError(f"CeilingSequence entry {e.name!r}: bad layer {e.layer!r}")
-            fixed.append(CeilingEntry(e.name, e.layer, v, _finite(e.threshold, e.name)))
+            fixed.append(CeilingEntry(e.name, e.layer, v, finite(e.threshold, e.name)))
         object.__setattr__(self, "entries", tuple(fixed))
         object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
 
@@ -234,17 +240,17 @@ class CeilingSequence:
         in file order (the others are skipped, as in the public code); caps may be numpy
         scalars. A trailing ``-p<q>`` in the id sets ``percentile = 100 q``."""
         p = Path(path)
-        named, exp_id, capped, skipped = _capping_experiment(p, experiment)
+        named, exp_id, capped, skipped = read_capping_experiment(p, experiment)
         entries = []
         for it in capped:
             name = it.get("vector")
             layer, w = named[name]
             entries.append(
-                CeilingEntry(str(name), layer, w, _finite(it["cap"], f"{p}: cap of {name!r}"))
+                CeilingEntry(str(name), layer, w, finite(it["cap"], f"{p}: cap of {name!r}"))
             )
         record = {
             "file": p.name,
-            "sha256": _sha256(p),
+            "sha256": file_sha256(p),
             "format": "assistant-axis capping_config.pt",
             "experiment": exp_id,
             "vectors": [e.name for e in entries],
@@ -253,7 +259,7 @@ class CeilingSequence:
         }
         return cls(
             tuple(entries),
-            percentile=_percentile_from_id(exp_id),
+            percentile=percentile_from_id(exp_id),
             provenance={**dict(provenance or {}), "import": record},
         )
 

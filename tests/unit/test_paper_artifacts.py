@@ -9,7 +9,7 @@ import torch
 
 from axislens.directions import CapConfig, Direction
 from axislens.interventions.attach import ceiling_sequence_interventions, intervene
-from axislens.public import (
+from axislens.paper_artifacts import (
     CeilingSequence,
     check_cap_sign,
     load_default_vector,

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
+
+from axislens.directions import HOOKS, HookName, check_hook
 
 if TYPE_CHECKING:
     from axislens.model.protocol import Model
@@ -30,12 +32,13 @@ __all__ = [
     "LayerSpec",
     "hook_name",
     "layer_device",
+    "parse_cap_layers",
     "parse_layers",
     "resolve_layers",
 ]
 
-HOOKS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
-HookShort = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+HookShort = HookName
+"""Deprecated spelling of :data:`axislens.directions.HookName` (kept for 0.2 imports)."""
 
 LayerSpec = int | Sequence[int] | slice | range
 """Layers: an int, a sequence or range of ints, or a slice; negative indices count from the end."""
@@ -43,9 +46,7 @@ LayerSpec = int | Sequence[int] | slice | range
 
 def hook_name(hook: str, layer: int) -> str:
     """``("resid_post", 3) -> "blocks.3.hook_resid_post"``; raises on an unknown hook."""
-    if hook not in HOOKS:
-        raise ValueError(f"unknown hook {hook!r}; expected one of {', '.join(HOOKS)}")
-    return f"blocks.{layer}.hook_{hook}"
+    return f"blocks.{layer}.hook_{check_hook(hook)}"
 
 
 def resolve_layers(
@@ -145,3 +146,22 @@ def layer_device(model: Model, layer: int) -> torch.device:
         if param.device.type != "meta":
             return param.device
     return torch.device(model.cfg.device)
+
+
+def parse_cap_layers(
+    text: str, stored: Sequence[int], n_model_layers: int | None = None
+) -> list[int]:
+    """Cap layers from :func:`parse_layers` syntax: ``"all"`` (every stored layer); ``"21:26"``
+    (stop excluded, as in Python and the public ids); ``"-4:"``; ``"21,23"``. Negative layers
+    count from ``n_model_layers`` (default: the last stored layer + 1).
+
+    Example:
+        >>> parse_cap_layers("-2:", range(10))
+        [8, 9]
+        >>> parse_cap_layers("all", [3, 4])
+        [3, 4]
+    """
+    if text.strip() == "all":
+        return list(stored)
+    n = n_model_layers if n_model_layers is not None else max(stored) + 1
+    return list(resolve_layers(parse_layers(text, "--cap-layers"), n, "--cap-layers"))
