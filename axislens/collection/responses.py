@@ -24,14 +24,13 @@ from typing import Any, Protocol
 
 from axislens.collection.engines import StreamingBackend
 from axislens.model.chat import FormattedConversation
-from axislens.model.decoding import SamplingConfig, generate_text, generate_tokens
+from axislens.model.decoding import SamplingConfig, generate_tokens
 from axislens.model.protocol import Model
 from axislens.personas.designs import QuestionDesign
 
 __all__ = [
     "Backend",
     "BridgeBackend",
-    "CountingBackend",
     "design_record",
     "generate_responses",
     "generation_provenance",
@@ -50,28 +49,11 @@ class Backend(Protocol):
     ) -> list[str]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class BridgeBackend:
-    """Generate with the TransformerLens bridge (hooks and interventions apply)."""
-
-    model: Model
-    batch_size: int = 8
-
-    def generate(
-        self,
-        conversations: Sequence[FormattedConversation],
-        sampling: SamplingConfig,
-        keys: Sequence[str],
-    ) -> list[str]:
-        return generate_text(
-            self.model, conversations, sampling, keys=keys, batch_size=self.batch_size
-        )
-
-
 @dataclass(slots=True)
-class CountingBackend:
-    """The bridge backend, counting the tokens it generates (stop tokens excluded) in
-    ``tokens``: what the collect job reports as its generation rate."""
+class BridgeBackend:
+    """Generate with the TransformerLens bridge (hooks and interventions apply), counting the
+    tokens it generates (stop tokens excluded) in ``tokens``: the collect job's generation
+    rate."""
 
     model: Model
     batch_size: int = 8
@@ -83,7 +65,7 @@ class CountingBackend:
         sampling: SamplingConfig,
         keys: Sequence[str],
     ) -> list[str]:
-        """The replies to ``conversations`` (decoded, stripped), as :class:`BridgeBackend`."""
+        """The replies to ``conversations``, decoded without special tokens and stripped."""
         toks = generate_tokens(
             self.model,
             [c.input_ids for c in conversations],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from axislens.analysis.traits import TraitFilter, trait_cosines, trait_vectors
 from axislens.analysis.vectors import role_projections, role_vectors
 from axislens.directions import CapConfig, Direction
 from axislens.display import as_floats, compact_repr, html_summary
+from axislens.jobs.specs import SummaryMapping
 from axislens.model.layers import parse_cap_layers
 from axislens.plots.reports import Figures, axis_figures, axis_report_html
 from axislens.presets import default_cap_layers, known_model
@@ -86,7 +87,7 @@ class AxisConfig:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class AxisResult(Mapping[str, Any]):
+class AxisResult(SummaryMapping):
     """The axis job's outputs. It reads as the ``summary.json`` mapping (``result["pca"]``);
     the analysis objects are there when the job just ran, ``None`` after :meth:`load`.
 
@@ -107,15 +108,6 @@ class AxisResult(Mapping[str, Any]):
     profile: LayerProfile | None = None
     projections: RoleProjections | None = None
     traits: TraitCosines | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return self.summary[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.summary)
-
-    def __len__(self) -> int:
-        return len(self.summary)
 
     @property
     def layer(self) -> int:

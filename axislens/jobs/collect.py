@@ -31,7 +31,7 @@ from axislens.collection.activations import (
 from axislens.collection.judges import JudgeChoice, JudgeSummary, judge_for, judge_store
 from axislens.collection.launch import current_launch
 from axislens.collection.responses import (
-    CountingBackend,
+    BridgeBackend,
     design_record,
     generate_responses,
     generation_provenance,
@@ -305,7 +305,7 @@ def run(
         writer = SharedWriter(job=launch.job)
     store = _create_store(cfg, model, prov, policy, layers, writer)
     every = items_for(cfg, model, cat)
-    counting = CountingBackend(model, cfg.batch_size)
+    counting = BridgeBackend(model, cfg.batch_size)
     gen_t0 = time.perf_counter()
     records, generated = every, 0
     if cfg.mode == "response":
@@ -367,7 +367,7 @@ def _generate(
     store: ActivationStore,
     every: list,
     engine: Any,
-    counting: CountingBackend,
+    counting: BridgeBackend,
     launch: Any,
     progress: bool,
 ) -> tuple[list, int]:

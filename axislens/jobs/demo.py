@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,7 +51,7 @@ from axislens.jobs.demo_steps import (
     replay_drift,
     steer_one_prompt,
 )
-from axislens.jobs.specs import PersonaData
+from axislens.jobs.specs import PersonaData, SummaryMapping
 from axislens.model.chat import format_conversation
 from axislens.model.decoding import SamplingConfig
 from axislens.model.loading import load_model, model_provenance
@@ -175,7 +175,7 @@ class DemoConfig:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class DemoResult(Mapping[str, Any]):
+class DemoResult(SummaryMapping):
     """The demo's outputs. It reads as the ``summary.json`` mapping (``result["cap"]``).
 
     Attributes:
@@ -189,15 +189,6 @@ class DemoResult(Mapping[str, Any]):
     summary: dict[str, Any]
     collect: collect_job.CollectResult | None = None
     axis: axis_job.AxisResult | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return self.summary[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.summary)
-
-    def __len__(self) -> int:
-        return len(self.summary)
 
     def to_pandas(self) -> pd.DataFrame:
         """The summary table the demo prints, one row per figure."""
@@ -310,8 +301,8 @@ def run(
         summary |= {"stage_seconds": timer.stages, "peak_rss_gib": round(peak_rss_gib(), 2)}
         figures = [*axis.figures(), (drift_fig, stability_label(stab, measure))]
         result = DemoResult(out, summary, collected, axis)
-        result.save()
         atomic_write_bytes(out / "report.html", demo_report_html(summary, figures).encode())
+    result.save()  # after the report stage, so summary.json has its time too
     print("\n" + table_text(demo_table_rows(summary)))
     print(f"\nwrote {out / 'report.html'} and {out / 'summary.json'}")
     return result

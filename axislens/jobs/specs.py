@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from axislens.directions import check_hook
 if TYPE_CHECKING:
     from axislens.personas.designs import DesignName, QuestionDesign
 
-__all__ = ["PersonaData", "StoreLayout"]
+__all__ = ["PersonaData", "StoreLayout", "SummaryMapping"]
 
 
 def _positive(value: Any, name: str, *, optional: bool = False) -> None:
@@ -97,3 +97,20 @@ class StoreLayout:
         if not hooks:
             raise ValueError("hooks: expected at least one hook")
         object.__setattr__(self, "hooks", tuple(check_hook(h, "hooks") for h in hooks))
+
+
+class SummaryMapping(Mapping[str, Any]):
+    """A job result that reads as its ``summary.json`` mapping (``result["pca"]``), so code
+    written for the 0.2 dicts keeps working; the result's typed fields sit beside it."""
+
+    __slots__ = ()
+    summary: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.summary)
+
+    def __len__(self) -> int:
+        return len(self.summary)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from axislens.analysis.stability import split_half
 from axislens.jobs import DemoConfig, run_axis, run_demo
@@ -160,3 +161,69 @@ def test_axis_records_an_impossible_question_split_instead_of_failing(tmp_path):
     notes = _figure_notes(page)
     assert all(re.search(r"[+-]\d\.\d{3} / n/a", n) for n in notes)
     assert "distinct question" in page  # the table row says why
+
+
+# ----------------------------------------------------------------------------- the jobs' API
+
+
+def test_demo_composes_the_collect_and_axis_jobs(demo) -> None:
+    """The demo's result carries the two jobs' results; its store is the collect job's (the
+    manifest records the counts and roles) and its axis the axis job's files."""
+    from axislens.jobs import AxisResult, CollectResult, DemoResult
+
+    cfg, result = demo
+    assert isinstance(result, DemoResult)
+    assert isinstance(result.collect, CollectResult) and isinstance(result.axis, AxisResult)
+    assert result.collect.items == result["items"]["responses"] > 0
+    gen = ActivationStore.open(Path(cfg.out, "store")).manifest["generation"]
+    assert (gen["n_prompts"], gen["n_questions"], gen["default_questions"]) == (2, 2, 2)
+    assert len(gen["roles"]) == cfg.n_roles
+    loaded = AxisResult.load(Path(cfg.out, "axis"))
+    assert loaded == result.axis.summary  # exact: the same JSON read back
+    assert torch.equal(loaded.axis.vectors, result.axis.axis.vectors)  # exact: a round trip
+    again = DemoResult.load(cfg.out)
+    assert again.summary == result.summary  # exact: the same JSON read back
+    frame = again.to_pandas()
+    assert frame.loc["responses / roles used", "value"].startswith(str(result.collect.items))
+    assert "<table" in again._repr_html_() and "DemoResult(" in repr(again)
+
+
+def test_axis_result_table_has_a_row_per_layer(demo, tmp_path) -> None:
+    cfg, _ = demo
+    result = run_axis(Path(cfg.out, "store"), tmp_path, min_score=None, min_count=2, cap_layers=[3])
+    frame = result.to_pandas()
+    assert list(frame.index) == [0, 1, 2, 3]
+    np.testing.assert_allclose(frame["by_item"], result["stability"]["by_item"], rtol=0)
+    assert frame.loc[result.layer, "cos_axis_pc1"] == pytest.approx(
+        result["pca"]["cos_axis_pc1"], rel=1e-12
+    )
+
+
+def test_collect_config_from_flat_keywords() -> None:
+    from axislens.jobs import CollectConfig
+
+    cfg = CollectConfig.from_flat("o", roles=["ghost", "pirate"], n_questions=4, hooks=["mlp_out"])
+    assert cfg.data.roles == ("ghost", "pirate") and cfg.data.n_questions == 4
+    assert cfg.layout.hooks == ("mlp_out",) and cfg.sampling.max_new_tokens == 512
+    with pytest.raises(TypeError, match="unknown setting 'n_question'"):
+        CollectConfig.from_flat("o", n_question=4)
+    with pytest.raises(ValueError, match="unknown judge 'nobody'"):
+        CollectConfig.from_flat("o", judge="nobody")
+    with pytest.raises(ValueError, match="hooks: unknown hook 'resid'"):
+        CollectConfig.from_flat("o", hooks=("resid",))
+    with pytest.raises(ValueError, match="n_prompts must be an int >= 1"):
+        CollectConfig.from_flat("o", n_prompts=0)
+
+
+def test_demo_config_builds_the_job_configs() -> None:
+    cfg = DemoConfig(n_roles=7, n_default_questions=14, judge="model", seed=3)
+    col, ax = cfg.collect_config(), cfg.axis_config(5, [6, 7])
+    assert col.data.roles == 7 and col.data.default_questions == 14 and col.judge == "model"
+    assert col.sampling.seed == 3 and col.out == Path(cfg.out, "store")
+    assert (ax.store, ax.out, ax.layer, ax.cap_layers, ax.seed) == (
+        Path(cfg.out, "store"),
+        Path(cfg.out, "axis"),
+        5,
+        [6, 7],
+        3,
+    )
