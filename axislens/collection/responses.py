@@ -33,6 +33,7 @@ __all__ = [
     "BridgeBackend",
     "design_record",
     "generate_responses",
+    "generate_run",
     "generation_provenance",
     "persona_items",
 ]
@@ -308,6 +309,66 @@ def generate_responses(
     finally:
         bar.close()
     return [done[i.id] for i in items]
+
+
+def generate_run(
+    model: Model,
+    personas: Any,
+    store: Any,
+    items: Sequence[Any],
+    sampling: SamplingConfig,
+    *,
+    engine: Backend,
+    batch_size: int,
+    launch: Any,
+    roles: Sequence[str],
+    progress: bool = True,
+) -> tuple[list[Any], list[Any]]:
+    """Generate a run's missing responses into ``store``; returns every record of ``items`` and
+    the records new in this run (this rank's, under a launcher).
+
+    Under ``accelerate launch`` / ``torchrun`` each rank first generates the items of its share
+    of ``roles`` (rank 0 also the default items) and waits for the others; every rank then
+    reads the finished records.
+
+    Args:
+        model: the bridge (its tokenizer and chat template format the prompts).
+        personas: the catalogue the items come from.
+        store: the store the responses go to.
+        items: the whole run's items, in order.
+        sampling: the sampling settings.
+        engine: the backend that generates (:class:`BridgeBackend` or an engine).
+        batch_size: prompts per batch.
+        launch: this process's place in a multi-process job
+            (:func:`~axislens.collection.launch.current_launch`).
+        roles: the run's roles in their order (a rank owns every ``launch.owns(k)``-th).
+        progress: show a progress bar.
+    """
+    before = {
+        rid
+        for rid, r in store.records().items()
+        if r.messages and r.messages[-1]["role"] == "assistant"
+    }
+    gen: dict[str, Any] = {
+        "max_new_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": sampling.seed,
+        "batch_size": batch_size,
+        "backend": engine,
+        "progress": progress,
+    }
+    mine: list[Any] | None = None
+    if launch.distributed:  # this rank's share of the roles, then wait for the others
+        owned = {r for k, r in enumerate(roles) if launch.owns(k)}
+        share = [i for i in items if i.role in owned or (i.kind == "default" and launch.rank == 0)]
+        mine = generate_responses(model, personas, store, items=share, **gen)
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+    # under a launcher: nothing left to generate, the records
+    records = generate_responses(model, personas, store, items=items, **gen)
+    return records, [r for r in (records if mine is None else mine) if r.id not in before]
 
 
 def _generate_streaming(

@@ -33,7 +33,7 @@ from axislens.collection.launch import current_launch
 from axislens.collection.responses import (
     BridgeBackend,
     design_record,
-    generate_responses,
+    generate_run,
     generation_provenance,
     persona_items,
 )
@@ -305,14 +305,11 @@ def run(
         writer = SharedWriter(job=launch.job)
     store = _create_store(cfg, model, prov, policy, layers, writer)
     every = items_for(cfg, model, cat)
-    counting = BridgeBackend(model, cfg.batch_size)
-    gen_t0 = time.perf_counter()
-    records, generated = every, 0
+    records, generated, tokens, gen_seconds = every, 0, 0, 0.0
     if cfg.mode == "response":
-        records, generated = _generate(
-            cfg, model, cat, store, every, backend or counting, counting, launch, progress
+        records, generated, tokens, gen_seconds = _generate(
+            cfg, model, cat, store, every, backend, launch, progress
         )
-    gen_seconds = time.perf_counter() - gen_t0
     summary = None
     if cfg.collect_activations:
         summary = collect(
@@ -337,12 +334,47 @@ def run(
         mode=cfg.mode,
         items=len(records),
         generated=generated,
-        generated_tokens=counting.tokens,
-        generate_seconds=gen_seconds if cfg.mode == "response" else 0.0,
+        generated_tokens=tokens,
+        generate_seconds=gen_seconds,
         collect=summary,
         judge=judged,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _generate(
+    cfg: CollectConfig,
+    model: Model,
+    cat: Personas,
+    store: ActivationStore,
+    every: list,
+    backend: Any,
+    launch: Any,
+    progress: bool,
+) -> tuple[list, int, int, float]:
+    """The generation stage: ``(every record, new responses, their tokens, seconds)``. An
+    engine's tokens are counted with the local tokenizer."""
+    t0 = time.perf_counter()
+    bridge = BridgeBackend(model, cfg.batch_size)
+    records, new = generate_run(
+        model,
+        cat,
+        store,
+        every,
+        cfg.sampling,
+        engine=backend or bridge,
+        batch_size=cfg.batch_size,
+        launch=launch,
+        roles=cat.pick_roles(cfg.data.roles) or [r.name for r in cat.spread_roles()],
+        progress=progress,
+    )
+    tokens = bridge.tokens
+    if backend is not None:
+        tokens = sum(
+            len(model.tokenizer(r.messages[-1]["content"], add_special_tokens=False).input_ids)
+            for r in new
+        )
+    return records, len(new), tokens, time.perf_counter() - t0
 
 
 def _create_store(
@@ -358,54 +390,6 @@ def _create_store(
         model, cfg.layout.hooks, layers, policy, prov, cfg.layout.store_dtype
     )
     return ActivationStore.create(cfg.out, manifest, writer=writer, force=cfg.layout.force)
-
-
-def _generate(
-    cfg: CollectConfig,
-    model: Model,
-    cat: Personas,
-    store: ActivationStore,
-    every: list,
-    engine: Any,
-    counting: BridgeBackend,
-    launch: Any,
-    progress: bool,
-) -> tuple[list, int]:
-    """Generate the missing responses (under a launcher: this rank's share first, then wait);
-    returns every record and how many were new. Tokens are counted into ``counting``."""
-    before = {
-        rid
-        for rid, r in store.records().items()
-        if r.messages and r.messages[-1]["role"] == "assistant"
-    }
-    s = cfg.sampling
-    gen: dict[str, Any] = {
-        "max_new_tokens": s.max_new_tokens,
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "seed": s.seed,
-        "batch_size": cfg.batch_size,
-        "backend": engine,
-        "progress": progress,
-    }
-    mine: list[Any] | None = None
-    if launch.distributed:  # this rank's share of the roles, then wait for the others
-        order = cat.pick_roles(cfg.data.roles) or [r.name for r in cat.spread_roles()]
-        owned = {r for k, r in enumerate(order) if launch.owns(k)}
-        share = [i for i in every if i.role in owned or (i.kind == "default" and launch.rank == 0)]
-        mine = generate_responses(model, cat, store, items=share, **gen)
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-    # under a launcher: nothing left to generate, the records
-    records = generate_responses(model, cat, store, items=every, **gen)
-    new = [r for r in (records if mine is None else mine) if r.id not in before]
-    if engine is not counting:  # the engine's tokens, counted with the local tokenizer
-        counting.tokens = sum(
-            len(model.tokenizer(r.messages[-1]["content"], add_special_tokens=False).input_ids)
-            for r in new
-        )
-    return records, len(new)
 
 
 def run_collect(
