@@ -415,25 +415,15 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
         default=_DEMO["n_roles"],
         help="number of roles (spread order)",
     )
-    p.add_argument(
-        "--prompts", type=positive_int, default=_DEMO["n_prompts"], help="system prompts per role"
+    add_persona_args(
+        p,
+        {
+            "n_prompts": _DEMO["n_prompts"],
+            "n_questions": _DEMO["n_questions"],
+            "default_prompts": _DEMO["n_default_prompts"],
+            "default_questions": _DEMO["n_default_questions"],
+        },
     )
-    p.add_argument(
-        "--questions", type=positive_int, default=_DEMO["n_questions"], help="questions per prompt"
-    )
-    p.add_argument(
-        "--default-prompts",
-        type=positive_int,
-        default=_DEMO["n_default_prompts"],
-        help="default (no-role) system prompts: one set every role is compared against",
-    )
-    p.add_argument(
-        "--default-questions",
-        type=positive_int,
-        default=_DEMO["n_default_questions"],
-        help="questions per default prompt (more default items: a steadier axis)",
-    )
-    add_design_arg(p)
     p.add_argument(
         "--max-new-tokens",
         type=positive_int,
@@ -471,6 +461,52 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start a run too large for a CPU (the plan printed first says how large)",
     )
+
+
+def field_docs(module: str, cls: str) -> dict[str, str]:
+    """The ``Attributes:`` entries of class ``cls``'s docstring in ``axislens/<module>`` as
+    plain text, read from the source with :mod:`ast` (importing the module would pull in torch,
+    and ``--help`` must stay light): the flags' help comes from the config's field docs.
+
+    Example:
+        >>> field_docs("jobs/specs.py", "PersonaData")["n_questions"]
+        'questions per role prompt.'
+    """
+    import ast
+    import re
+
+    tree = ast.parse((Path(__file__).resolve().parent.parent / module).read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    doc = ast.get_docstring(node) or ""
+    section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+    out: dict[str, str] = {}
+    name = None
+    for line in section.splitlines():
+        m = re.match(r"^    (\w+(?:, \w+)*): (.*)$", line)
+        if m:
+            name = m.group(1)
+            out[name] = m.group(2)
+        elif name is not None and line.startswith("        "):
+            out[name] += " " + line.strip()
+        elif line.strip():
+            break
+    plain = {k: re.sub(r":\w+:`~?(?:[\w.]*\.)?([^`]+)`", r"\1", v) for k, v in out.items()}
+    return {k: v.replace("``", "") for k, v in plain.items()}
+
+
+def add_persona_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """The persona-run flags of ``collect`` and ``demo`` (a
+    :class:`~axislens.jobs.specs.PersonaData`), with ``defaults`` (keyed by field) and the
+    help of the fields' docs; ``--roles`` is the command's own."""
+    docs = field_docs("jobs/specs.py", "PersonaData")
+    for flag, fld in (
+        ("--prompts", "n_prompts"),
+        ("--questions", "n_questions"),
+        ("--default-prompts", "default_prompts"),
+        ("--default-questions", "default_questions"),
+    ):
+        p.add_argument(flag, type=positive_int, default=defaults[fld], help=docs[fld])
+    add_design_arg(p)
 
 
 def add_design_arg(p: argparse.ArgumentParser) -> None:

@@ -27,9 +27,9 @@ import argparse
 from typing import TYPE_CHECKING
 
 from axislens.cli.app import (
-    add_design_arg,
     add_engine_args,
     add_model_args,
+    add_persona_args,
     add_sampling_args,
     backend_from_args,
     check_catalogue,
@@ -55,6 +55,13 @@ __all__ = ["parse_roles"]
 _MODES = ("response", "prefill")
 _JUDGES = ("none", "keep_all", "model", "openai")
 _PAPER_SIZES = {"max_new_tokens": 512, "batch_size": 8}
+# PersonaData's defaults (a test checks they match), written out so that --help needs no torch.
+_PERSONA_DEFAULTS = {
+    "n_prompts": 5,
+    "n_questions": 240,
+    "default_prompts": None,
+    "default_questions": None,
+}
 
 
 def parse_roles(text: str | None) -> int | list[str] | None:
@@ -79,25 +86,7 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--roles", default="all", help="all, N (first N roles, categories interleaved) or name,name"
     )
-    p.add_argument(
-        "--prompts", type=positive_int, default=5, help="system-prompt variants per role (max 5)"
-    )
-    p.add_argument(
-        "--questions", type=positive_int, default=240, help="extraction questions per prompt"
-    )
-    p.add_argument(
-        "--default-prompts",
-        type=positive_int,
-        default=None,
-        help="default (no-role) system prompts (default: --prompts)",
-    )
-    p.add_argument(
-        "--default-questions",
-        type=positive_int,
-        default=None,
-        help="questions per default prompt (default: --questions)",
-    )
-    add_design_arg(p)
+    add_persona_args(p, _PERSONA_DEFAULTS)
     add_sampling_args(p, max_new_tokens=None, temperature=0.7)
     p.add_argument(
         "--batch-size",

@@ -43,10 +43,12 @@ class PersonaData:
             :class:`~axislens.personas.Personas`, or ``None`` for the shipped catalogue.
         roles: ``N`` = the first N roles of the catalogue's spread order (categories
             interleaved), role names, or ``None`` for every role.
-        n_prompts: system-prompt variants per role.
+        n_prompts: system-prompt variants per role (the shipped roles have 5).
         n_questions: questions per role prompt.
-        default_prompts: default (no-role) prompts; ``None``: ``n_prompts``.
-        default_questions: questions per default prompt; ``None``: ``n_questions``.
+        default_prompts: default (no-role) system prompts; unset (``None``): as many as the
+            role prompts. The default set is one set every role is compared against.
+        default_questions: questions per default prompt; unset (``None``): as many as per
+            role prompt. More default items steady the axis most cheaply.
         design: which questions each side answers (:mod:`axislens.personas.designs`); ``None``
             picks shared or rotated from the counts.
         include_default: also ask the default prompts (the Assistant end of the axis).

@@ -96,6 +96,10 @@ def test_literals_written_out_for_help_match_the_library() -> None:
     assert get_args(CollectMode) == collect._MODES and get_args(JudgeChoice) == collect._JUDGES
     d = DemoConfig()
     assert {k: getattr(d, k) for k in _DEMO} == _DEMO
+    from axislens.jobs import PersonaData
+
+    data = PersonaData()
+    assert {k: getattr(data, k) for k in collect._PERSONA_DEFAULTS} == collect._PERSONA_DEFAULTS
 
 
 # ----------------------------------------------------------------------------- one grammar
@@ -364,3 +368,16 @@ def test_monitor_trigger_layer_must_be_monitored(tiny_llama, tmp_path, capsys, m
         [*argv, "--monitor-layers", "1", "--trigger-layer", "3", "--script", "coding_control"],
     )
     assert "--trigger-layer 3 is not a monitored layer [1]" in line
+
+
+def test_persona_flags_take_their_help_from_the_config_docs(capsys) -> None:
+    """--help of the persona flags is PersonaData's field documentation, on both commands."""
+    from axislens.cli.app import field_docs
+
+    docs = field_docs("jobs/specs.py", "PersonaData")
+    assert set(docs) >= {"n_prompts", "n_questions", "default_prompts", "default_questions"}
+    for name in ("collect", "demo"):
+        assert main([name, "--help"]) == 0
+        text = capsys.readouterr().out
+        for field in ("n_prompts", "default_questions"):
+            assert " ".join(docs[field].split()[:4]) in " ".join(text.split()), (name, field)
