@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -204,6 +205,11 @@ def bootstrap(
     Replicate ``b`` draws, for every role and for the defaults, as many responses as it has
     with replacement (counts from a generator seeded by ``seed`` and the group's index). Memory
     is bounded: replicates are processed in blocks of at most ~512 MiB, re-reading the store.
+
+    The replicates use plain group means. On a store whose groups weigh the questions
+    differently (a rotated or nested design, or judge filtering) the axis the other analyses
+    report is the question-adjusted one; the intervals here are then of the plain axis, and a
+    ``UserWarning`` says so (:func:`split_half` uses the adjusted estimator).
     """
     _check_scale(scale)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
@@ -217,6 +223,14 @@ def bootstrap(
     if not defaults:
         raise ValueError(f"{src.where}: no collected default responses; the axis needs them")
     groups = (*sel.groups, defaults)
+    if _adjusts("auto", _question_counts(groups)[1]):
+        warnings.warn(
+            f"{src.where}: the groups weigh the questions differently, so the reported axis is "
+            "question-adjusted; bootstrap resamples plain means, and its intervals describe the "
+            "plain axis (split_half uses the adjusted estimator)",
+            UserWarning,
+            stacklevel=2,
+        )
     n_roles, d = len(sel.names), src.d_model
     block = max(1, min(n_boot, _BOOT_BYTES // (8 * len(groups) * d)))
     full = torch.zeros(len(groups), d, dtype=torch.float64)

@@ -648,6 +648,7 @@ def test_split_half_matches_reference_halves(planted, by):
     assert split_half(store, by=by, seed=4, min_count=5, adjust="none").half_a != sh.half_a
 
 
+@pytest.mark.filterwarnings("ignore:.*bootstrap resamples plain means")  # an unbalanced store
 def test_bootstrap_intervals(planted):
     _, store = planted
     bs = bootstrap(store, 1, n_boot=40, seed=0, min_count=5)
@@ -669,6 +670,7 @@ def test_bootstrap_intervals(planted):
     )
 
 
+@pytest.mark.filterwarnings("ignore:.*bootstrap resamples plain means")  # an unbalanced store
 def test_bootstrap_blocks_do_not_change_results(planted, monkeypatch):
     _, store = planted
     whole = bootstrap(store, 2, n_boot=12, seed=5, min_count=5)

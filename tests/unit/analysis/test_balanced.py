@@ -399,3 +399,17 @@ def test_unknown_adjust_is_refused(tmp_path):
     for fn in (role_vectors, assistant_axis, split_half):
         with pytest.raises(ValueError, match="unknown adjust 'question'"):
             fn(store, min_score=None, min_count=1, adjust="question")
+
+
+def test_bootstrap_warns_that_it_resamples_plain_means_on_an_unbalanced_store(tmp_path):
+    from axislens.analysis import bootstrap
+
+    nested = Nested().assign(6, 2, 6)
+    p = QuestionPlanted(list(nested.role_questions), nested.default_questions)
+    with pytest.warns(UserWarning, match="bootstrap resamples plain means"):
+        bootstrap(p.store(tmp_path / "n"), LAYERS[0], n_boot=3, min_score=None, min_count=1)
+    shared = Shared().assign(6, 2, 2)
+    q = QuestionPlanted(list(shared.role_questions), shared.default_questions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bootstrap(q.store(tmp_path / "s"), LAYERS[0], n_boot=3, min_score=None, min_count=1)
