@@ -345,7 +345,27 @@ _SOURCES = (
 )
 
 
+_SUBPACKAGES = (
+    "analysis",
+    "collection",
+    "evals",
+    "interventions",
+    "jobs",
+    "model",
+    "monitoring",
+    "personas",
+    "plots",
+    "serving",
+)
+"""Subpackages reachable as attributes after ``import axislens`` (``axislens.plots.variance_bars``),
+each imported on first use."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"axislens.{name}")
+        globals()[name] = module
+        return module
     if name in __all__:
         for source in _SOURCES:
             module = importlib.import_module(source)

@@ -755,6 +755,35 @@ class RoleProjections:
     descriptions: tuple[str, ...] | None = None
     counts: tuple[int, ...] | None = None
 
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per role, most Assistant-like first: ``role``, ``projection``, and
+        ``count`` / ``description`` where known."""
+        import pandas as pd
+
+        data: dict[str, Any] = {"role": list(self.names), "projection": self.values.tolist()}
+        if self.counts is not None:
+            data["count"] = list(self.counts)
+        if self.descriptions is not None:
+            data["description"] = list(self.descriptions)
+        frame = pd.DataFrame(data).sort_values("projection", ascending=False)
+        return frame.reset_index(drop=True)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        order = torch.argsort(self.values, descending=True).tolist()
+        return [
+            ("layer", self.layer),
+            ("roles", len(self.names)),
+            ("default", self.default),
+            ("highest", self.names[order[0]] if order else None),
+            ("lowest", self.names[order[-1]] if order else None),
+        ]
+
+    def __repr__(self) -> str:
+        return compact_repr("RoleProjections", self._facts())
+
+    def _repr_html_(self) -> str:
+        return html_summary("RoleProjections", self._facts(), self.to_pandas())
+
 
 def role_projections(
     roles: RoleVectors, layer: int, *, axis: Direction | None = None

@@ -84,7 +84,7 @@ def _add_axis_args(p: argparse.ArgumentParser) -> None:
 def _cmd_axis(args: argparse.Namespace) -> int:
     from axislens.jobs.axis import run_axis
     from axislens.model.layers import parse_layers
-    from axislens.plots.reports import balance_rows, stability_row
+    from axislens.plots.reports import balance_rows, stability_row, weak_axis_warning
 
     if args.cap_layers is not None:
         parse_layers(args.cap_layers, "--cap-layers")  # syntax errors before reading the store
@@ -117,4 +117,7 @@ def _cmd_axis(args: argparse.Namespace) -> int:
         f"of the {summary['cap']['pool']['name']} pool\n"
         f"wrote {', '.join(summary['files'])} to {args.out}"
     )
+    warning = weak_axis_warning(summary["stability"], pca["layer"])
+    if warning is not None:
+        print(f"warning: {warning}")
     return 0

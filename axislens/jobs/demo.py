@@ -56,7 +56,13 @@ from axislens.model.chat import format_conversation
 from axislens.model.decoding import SamplingConfig
 from axislens.model.loading import load_model, model_provenance
 from axislens.personas import load_personas
-from axislens.plots.reports import demo_report_html, demo_table_rows, stability_label, table_text
+from axislens.plots.reports import (
+    demo_report_html,
+    demo_table_rows,
+    stability_label,
+    table_text,
+    weak_axis_warning,
+)
 from axislens.presets import job_layers
 from axislens.store import ActivationStore, atomic_write_bytes, atomic_write_json
 
@@ -304,6 +310,9 @@ def run(
         atomic_write_bytes(out / "report.html", demo_report_html(summary, figures).encode())
     result.save()  # after the report stage, so summary.json has its time too
     print("\n" + table_text(demo_table_rows(summary)))
+    warning = weak_axis_warning(summary["stability"], summary["middle_layer"])
+    if warning is not None:
+        print(f"warning: {warning}")
     print(f"\nwrote {out / 'report.html'} and {out / 'summary.json'}")
     return result
 

@@ -45,7 +45,12 @@ __all__ = [
     "stability_label",
     "stability_row",
     "table_text",
+    "weak_axis_warning",
 ]
+
+WEAK_SPLIT_HALF = 0.5
+"""Below this split-half cosine (by item or by question, at the reported layer) a report
+warns that its axis is weak: half the data would give a direction this far from it."""
 
 Figures = list[tuple[Any, str]]
 """``(plotly figure, note)`` pairs, shown in order; the note goes above the plot."""
@@ -99,6 +104,37 @@ def _with_stability_traces(fig: Any, table: dict[str, Any]) -> Any:
                 secondary_y=False,
             )
     return fig
+
+
+def weak_axis_warning(table: dict[str, Any], layer: int) -> str | None:
+    """The warning a report shows above everything when a split-half cosine at ``layer`` is
+    below :data:`WEAK_SPLIT_HALF` (or could not be computed), else ``None``.
+
+    Example:
+        >>> weak_axis_warning({"layers": [4], "by_item": [0.9], "by_question": [0.1]}, 4)[:40]
+        'weak axis at layer 4: split-half cosine '
+        >>> weak_axis_warning({"layers": [4], "by_item": [0.9], "by_question": [0.8]}, 4) is None
+        True
+    """
+    at = stability_at(table, layer)
+    weak = [
+        f"{k.removeprefix('by_')} {_cos_text(v)}"
+        for k, v in at.items()
+        if v is None or v < WEAK_SPLIT_HALF
+    ]
+    if not weak:
+        return None
+    return (
+        f"weak axis at layer {layer}: split-half cosine {', '.join(weak)} (below "
+        f"{WEAK_SPLIT_HALF} or not computable). Half of the data would give another direction: "
+        "read the figures below as noise, or as specific to the questions asked, until more "
+        "data raises it."
+    )
+
+
+def _warning_html(table: dict[str, Any], layer: int) -> str:
+    text = weak_axis_warning(table, layer)
+    return "" if text is None else f"<p class='warning'>{html.escape(text)}</p>"
 
 
 # --------------------------------------------------------------------------- figures
@@ -189,6 +225,7 @@ def _pool_rows(cap: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 _REPORT_CSS = (
+    "p.warning{background:#fff3cd;border:1px solid #e0b000;padding:.8em 1em;font-weight:bold}"
     "td.note{color:#555;font-size:90%;padding-left:1.5em}"
     "p.figure-note{color:#333;margin:1.5em 0 0 1em;font-weight:bold}"
     "figcaption{color:#333;margin:0 0 2em 1em;font-style:italic}"
@@ -288,7 +325,8 @@ def axis_report_html(summary: dict[str, Any], figures: Figures) -> str:
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
         "<style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}"
         f"{_REPORT_CSS}</style></head><body>"
-        f"<h1>{title}</h1><table>{_table_html(rows)}</table>{parts}</body></html>\n"
+        f"<h1>{title}</h1>{_warning_html(stab, stab['layer'])}<table>{_table_html(rows)}</table>"
+        f"{parts}</body></html>\n"
     )
 
 
@@ -346,6 +384,7 @@ def demo_report_html(summary: dict[str, Any], figures: Figures) -> str:
         "th{text-align:left;padding-right:1em}"
         f"td{{vertical-align:top}}{_REPORT_CSS}</style></head><body>"
         "<h1>axislens demo: the Assistant Axis</h1>"
+        f"{_warning_html(summary['stability'], summary['middle_layer'])}"
         f"<table>{_table_html(demo_table_rows(summary))}</table><h2>Steering one prompt</h2>"
         f"<table>{replies}</table><h2>Figures</h2>{figures_html(figures)}</body></html>"
     )

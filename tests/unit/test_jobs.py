@@ -227,3 +227,40 @@ def test_demo_config_builds_the_job_configs() -> None:
         [6, 7],
         3,
     )
+
+
+def test_reports_warn_about_a_weak_axis(demo, tmp_path) -> None:
+    """The tiny model's axis is noise: both reports open with the warning, naming the layer."""
+    from axislens.plots.reports import WEAK_SPLIT_HALF, weak_axis_warning
+
+    cfg, summary = demo
+    stab, mid = summary["stability"], summary["middle_layer"]
+    weak = [v for v in (stab["by_item"][mid], stab["by_question"][mid]) if v < WEAK_SPLIT_HALF]
+    page = Path(cfg.out, "report.html").read_text(encoding="utf-8")
+    assert ("<p class='warning'>weak axis at layer" in page) == bool(weak)
+    strong = {"layers": [mid], "by_item": [0.9], "by_question": [0.8]}
+    assert weak_axis_warning(strong, mid) is None
+    low = {"layers": [mid], "by_item": [0.9], "by_question": [0.3]}
+    assert "question +0.300" in weak_axis_warning(low, mid)
+    missing = {"layers": [mid], "by_item": [0.9], "by_question": None}
+    assert "question n/a" in weak_axis_warning(missing, mid)
+
+
+def test_role_projections_table_and_repr(demo) -> None:
+    _, result = demo
+    proj = result.axis.projections
+    frame = proj.to_pandas()
+    assert list(frame.columns[:2]) == ["role", "projection"] and len(frame) == len(proj.names)
+    assert frame["projection"].is_monotonic_decreasing
+    assert frame.loc[0, "role"] == proj.names[int(proj.values.argmax())]
+    assert "tensor(" not in repr(proj) and "RoleProjections(" in repr(proj)
+    assert "<table" in proj._repr_html_()
+
+
+def test_subpackages_are_attributes_of_the_package() -> None:
+    import subprocess
+    import sys
+
+    code = "import axislens; print(axislens.plots.variance_bars.__name__, axislens.jobs.run_demo)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("variance_bars <function run")
