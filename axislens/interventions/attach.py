@@ -64,7 +64,7 @@ from axislens.interventions.operations import (
     Spans,
     _Ctx,
 )
-from axislens.model.layers import LayerSpec, hook_name, layer_device, resolve_layers
+from axislens.model.layers import LayerSpec, hook_name, layer_device, parse_layers, resolve_layers
 from axislens.model.protocol import Model
 
 __all__ = [
@@ -84,6 +84,8 @@ __all__ = [
 
 
 def _layers_value(layers: Any) -> LayerSpec:
+    if isinstance(layers, str):  # the command line's syntax: "12:16", "-4:", "3", "1,5,-1"
+        return _layers_value(parse_layers(layers, "Intervention.layers"))
     if isinstance(layers, (slice, range)):
         return layers
     if isinstance(layers, bool):
@@ -112,8 +114,9 @@ class Intervention:
         op: :class:`Add`, :class:`Ablate`, :class:`MeanAblate`, :class:`CapFloor`,
             :class:`CapCeiling` or :class:`ClampBand`.
         direction: row ``l`` is used at layer ``l``.
-        layers: int, sequence, slice or range (negatives count from the end); resolved against
-            the model when attached.
+        layers: int, sequence, slice or range (negatives count from the end), or the command
+            line's text (``"12:16"`` stop-exclusive, ``"-4:"``, ``"1,5,-1"``); resolved
+            against the model when attached.
         hook: ``resid_post`` (the direction's own hook when ``None``), ``resid_pre``,
             ``resid_mid``, ``attn_out`` or ``mlp_out``.
         positions: :class:`All` (default), :class:`Prompt`, :class:`Response`, :class:`Last`,
@@ -494,7 +497,7 @@ def steer(
     model: Model,
     direction: Direction,
     coeff: float | Sequence[float],
-    layers: LayerSpec,
+    layers: LayerSpec | str,
     *,
     hook: HookName | None = None,
     positions: Positions | None = None,
@@ -512,7 +515,7 @@ def steer(
     iv = Intervention(
         Add(coeff),
         direction,
-        layers,
+        _layers_value(layers),
         hook=hook,
         positions=positions or All(),
         norm_units=norm_units,
@@ -523,7 +526,7 @@ def steer(
 def ablate(
     model: Model,
     direction: Direction,
-    layers: LayerSpec,
+    layers: LayerSpec | str,
     coeff: float | Sequence[float] = 0.0,
     *,
     hook: HookName | None = None,
@@ -542,7 +545,7 @@ def ablate(
     iv = Intervention(
         Ablate(coeff),
         direction,
-        layers,
+        _layers_value(layers),
         hook=hook,
         positions=positions or All(),
         norm_units=norm_units,

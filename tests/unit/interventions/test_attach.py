@@ -164,7 +164,8 @@ def test_layer_specs_resolve(tiny_llama):
     d = _direction(tiny_llama, scale=0.1)
     toks = _tokens()
     _, c0 = _cache(tiny_llama, toks)
-    for spec, want in [(slice(-2, None), 2), (range(1, 4, 2), 1), ([-1], 3), (2, 2)]:
+    cases = [(slice(-2, None), 2), (range(1, 4, 2), 1), ([-1], 3), (2, 2), ("-2:", 2), ("3", 3)]
+    for spec, want in cases:
         # the first touched layer is the first whose resid_post moves (exact: layers before it
         # run the same ops on the same inputs)
         _, c = _cache(tiny_llama, toks, Intervention(Add(1.0), d, layers=spec))
@@ -173,6 +174,9 @@ def test_layer_specs_resolve(tiny_llama):
     _, c = _cache(tiny_llama, toks, Intervention(Add((1.0, 2.0)), d, layers=[-1, 1]))
     delta = c[POST.format(1)] - c0[POST.format(1)]  # layer 1 got the second value
     torch.testing.assert_close(delta, (2.0 * d.vectors[1]).expand_as(delta), rtol=1e-5, atol=1e-5)
+    assert Intervention(Add(1.0), d, layers="1:3").layers == slice(1, 3)  # the CLI's text
+    with pytest.raises(ValueError, match=r"Intervention\.layers: cannot parse 'x'"):
+        Intervention(Add(1.0), d, layers="x")
 
 
 def test_norm_units(tiny_llama):
