@@ -36,14 +36,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from axislens._types import Bool, Float, Int, Tensor
-from axislens.model.chat import FormattedConversation
+from axislens.model.chat import FormattedConversation, format_conversation
 from axislens.model.protocol import Model
 
 __all__ = [
@@ -453,17 +453,37 @@ def generate_tokens(
 
 def generate_text(
     model: Model,
-    conversations: Sequence[FormattedConversation],
-    sampling: SamplingConfig,
+    conversations: Sequence[FormattedConversation | str | Sequence[Mapping[str, Any]]],
+    sampling: SamplingConfig | None = None,
     *,
     keys: Sequence[str] | None = None,
     batch_size: int = 8,
 ) -> list[str]:
-    """Generate replies to conversations formatted with ``add_generation_prompt=True``."""
-    for i, conv in enumerate(conversations):
+    """Generate replies to ``conversations``: each a user message (a string), a list of chat
+    messages, or a conversation formatted with ``add_generation_prompt=True``.
+
+    ``sampling`` defaults to greedy decoding of up to 128 tokens.
+
+    Example:
+        >>> reply = generate_text(model, ["Who are you?"], SamplingConfig(max_new_tokens=4))
+        >>> isinstance(reply[0], str)
+        True
+    """
+    sampling = SamplingConfig(max_new_tokens=128, temperature=0.0) if sampling is None else sampling
+    convs: list[FormattedConversation] = [
+        c
+        if isinstance(c, FormattedConversation)
+        else format_conversation(
+            model,
+            [{"role": "user", "content": c}] if isinstance(c, str) else list(c),
+            add_generation_prompt=True,
+        )
+        for c in conversations
+    ]
+    for i, conv in enumerate(convs):
         if not conv.generation_prompt:
             raise ValueError(f"conversations[{i}] was formatted without add_generation_prompt=True")
     toks = generate_tokens(
-        model, [c.input_ids for c in conversations], sampling, keys=keys, batch_size=batch_size
+        model, [c.input_ids for c in convs], sampling, keys=keys, batch_size=batch_size
     )
     return [model.tokenizer.decode(t, skip_special_tokens=True).strip() for t in toks]

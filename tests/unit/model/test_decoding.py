@@ -247,3 +247,21 @@ def test_decode_steps_refuses_bad_input(tiny_llama):
         decode_steps(tiny_llama, [p], GREEDY, seeds=[1, 2])
     with pytest.raises(ValueError, match=r"prompts\[0\]"):
         decode_steps(tiny_llama, [p[None]], GREEDY)
+
+
+def test_generate_text_takes_strings_and_message_lists(tiny_llama):
+    """A string is one user message, a list is the messages: both give the reply of the same
+    conversation formatted by hand (greedy, so the same tokens)."""
+    from axislens.model.chat import format_conversation
+    from axislens.model.decoding import SamplingConfig, generate_text
+
+    greedy = SamplingConfig(max_new_tokens=5, temperature=0.0)
+    msgs = [{"role": "user", "content": "Who are you?"}]
+    conv = format_conversation(tiny_llama, msgs, add_generation_prompt=True)
+    want = generate_text(tiny_llama, [conv], greedy)
+    assert generate_text(tiny_llama, ["Who are you?"], greedy) == want
+    assert generate_text(tiny_llama, [msgs], greedy) == want
+    default = SamplingConfig(max_new_tokens=128, temperature=0.0)
+    assert generate_text(tiny_llama, [conv]) == generate_text(tiny_llama, [conv], default)
+    with pytest.raises(ValueError, match=r"conversations\[0\] was formatted without"):
+        generate_text(tiny_llama, [format_conversation(tiny_llama, msgs)], greedy)
