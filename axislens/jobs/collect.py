@@ -94,7 +94,7 @@ class CollectConfig:
             (6, 0.0, 'response')
         """
         parts = {"data": PersonaData, "sampling": SamplingConfig, "layout": StoreLayout}
-        given = {name: {} for name in parts}  # type: dict[str, dict[str, Any]]
+        given: dict[str, dict[str, Any]] = {name: {} for name in parts}
         own = {f.name for f in fields(cls)} - set(parts) - {"out"}
         top: dict[str, Any] = {}
         for key, value in settings.items():
