@@ -777,7 +777,7 @@ def _model_md(r: dict[str, Any]) -> list[str]:
     s = r["scale"]
     sh = f"{_at(lay['split_half_item'], k)} / {_at(lay['split_half_question'], k)}"
     lines = [
-        f"## {r['model']['model_id']}",
+        f"## {r['model']['model_id']}, {(r.get('design') or {}).get('name', 'unrecorded')} design",
         "",
         f"Scale: {r['n_roles']} roles x {s['n_prompts']} prompts x {s['n_questions']} questions "
         f"({r['n_role_items']} role items), {r['n_default_items']} default items, "
