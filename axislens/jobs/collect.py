@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -25,26 +24,17 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from axislens.collection.activations import (
     CollectSummary,
     collect,
-    collection_manifest,
     span_policy,
 )
 from axislens.collection.judges import JudgeChoice, JudgeSummary, judge_for, judge_store
 from axislens.collection.launch import current_launch
-from axislens.collection.responses import (
-    BridgeBackend,
-    design_record,
-    generate_run,
-    generation_provenance,
-    persona_items,
-)
 from axislens.display import compact_repr, html_summary
+from axislens.jobs.collect_steps import create_store, generate_stage, items_for, provenance
 from axislens.jobs.specs import PersonaData, StoreLayout
 from axislens.model.decoding import SamplingConfig
-from axislens.model.layers import hook_name, resolve_layers
-from axislens.model.loading import model_provenance
+from axislens.model.layers import resolve_layers
 from axislens.personas import Personas, load_personas
-from axislens.presets import model_short_name
-from axislens.store import ActivationStore, SharedWriter, atomic_write_json
+from axislens.store import SharedWriter, atomic_write_json
 
 if TYPE_CHECKING:
     from axislens.collection.judges import Judge
@@ -222,44 +212,6 @@ RunSummary = CollectResult
 """The 0.2 name of :class:`CollectResult` (``axislens.pipelines.RunSummary``)."""
 
 
-def _provenance(cfg: CollectConfig, cat: Personas, roles: list[str] | None, engine: Any) -> dict:
-    """The manifest's ``personas`` and ``generation`` fields: the catalogue's hashes, the
-    sampling settings, the item counts and roles, the design and the engine."""
-    n_roles = len(roles) if roles is not None else len(cat.roles)
-    d = cfg.data
-    defaults = {
-        **({"default_prompts": d.default_prompts} if d.default_prompts is not None else {}),
-        **({"default_questions": d.default_questions} if d.default_questions is not None else {}),
-    }
-    prov = generation_provenance(
-        cat,
-        cfg.sampling,
-        n_prompts=d.n_prompts,
-        n_questions=d.n_questions,
-        roles=roles,
-        design=design_record(n_roles, d.n_questions, d.default_questions, d.design),
-        **defaults,
-        **({"engine": engine.name} if engine is not None else {}),
-    )
-    return {"personas": prov["personas"]} if cfg.mode == "prefill" else prov
-
-
-def items_for(cfg: CollectConfig, model: Model, cat: Personas) -> list:
-    """The whole run's items, in order (rotation follows each role's place in them)."""
-    d = cfg.data
-    return persona_items(
-        cat,
-        roles=cat.pick_roles(d.roles),
-        n_prompts=d.n_prompts,
-        n_questions=d.n_questions,
-        include_default=d.include_default,
-        model_name=model_short_name(model_provenance(model).model_id),
-        default_prompts=d.default_prompts,
-        default_questions=d.default_questions,
-        design=d.design,
-    )
-
-
 def run(
     cfg: CollectConfig,
     model: Model,
@@ -297,17 +249,17 @@ def run(
     cat = cat if isinstance(cat, Personas) else load_personas(cat)
     roles = cat.pick_roles(cfg.data.roles)
     judge = judge_for(cfg.judge, model, batch_size=cfg.batch_size)
-    prov = _provenance(cfg, cat, roles, backend)
+    prov = provenance(cfg, cat, roles, backend)
     policy = span_policy(cfg.mode)
     layers = resolve_layers(cfg.layout.layers, int(model.cfg.n_layers))
     launch = current_launch() if launch is None else launch
     if writer is None and launch.distributed:
         writer = SharedWriter(job=launch.job)
-    store = _create_store(cfg, model, prov, policy, layers, writer)
+    store = create_store(cfg, model, prov, policy, layers, writer)
     every = items_for(cfg, model, cat)
     records, generated, tokens, gen_seconds = every, 0, 0, 0.0
     if cfg.mode == "response":
-        records, generated, tokens, gen_seconds = _generate(
+        records, generated, tokens, gen_seconds = generate_stage(
             cfg, model, cat, store, every, backend, launch, progress
         )
     summary = None
@@ -340,56 +292,6 @@ def run(
         judge=judged,
         seconds=time.perf_counter() - t0,
     )
-
-
-def _generate(
-    cfg: CollectConfig,
-    model: Model,
-    cat: Personas,
-    store: ActivationStore,
-    every: list,
-    backend: Any,
-    launch: Any,
-    progress: bool,
-) -> tuple[list, int, int, float]:
-    """The generation stage: ``(every record, new responses, their tokens, seconds)``. An
-    engine's tokens are counted with the local tokenizer."""
-    t0 = time.perf_counter()
-    bridge = BridgeBackend(model, cfg.batch_size)
-    records, new = generate_run(
-        model,
-        cat,
-        store,
-        every,
-        cfg.sampling,
-        engine=backend or bridge,
-        batch_size=cfg.batch_size,
-        launch=launch,
-        roles=cat.pick_roles(cfg.data.roles) or [r.name for r in cat.spread_roles()],
-        progress=progress,
-    )
-    tokens = bridge.tokens
-    if backend is not None:
-        tokens = sum(
-            len(model.tokenizer(r.messages[-1]["content"], add_special_tokens=False).input_ids)
-            for r in new
-        )
-    return records, len(new), tokens, time.perf_counter() - t0
-
-
-def _create_store(
-    cfg: CollectConfig, model: Model, prov: dict, policy: Any, layers: Sequence[int], writer: Any
-) -> ActivationStore:
-    """Create (or check) the store before any work: a mismatched model, hooks, span, catalogue
-    or sampling fails fast, and so does an unwritable folder or a hook the model lacks (a typo
-    must not become the store's identity)."""
-    for h in cfg.layout.hooks:
-        if hook_name(h, 0) not in model.hook_dict:
-            raise ValueError(f"hooks: the model has no hook point {hook_name(h, 0)!r}")
-    manifest = collection_manifest(
-        model, cfg.layout.hooks, layers, policy, prov, cfg.layout.store_dtype
-    )
-    return ActivationStore.create(cfg.out, manifest, writer=writer, force=cfg.layout.force)
 
 
 def run_collect(

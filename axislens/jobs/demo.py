@@ -44,6 +44,7 @@ from axislens.display import compact_repr, html_summary
 from axislens.interventions.attach import residual_norms
 from axislens.jobs import axis as axis_job
 from axislens.jobs import collect as collect_job
+from axislens.jobs.collect_steps import items_for
 from axislens.jobs.demo_steps import (
     axis_summary,
     collect_stages,
@@ -291,7 +292,7 @@ def run(
     with timer.stage("axis, persona space, thresholds"):
         axis = axis_job.run(cfg.axis_config(mid, cap_layers))
     with timer.stage("steering one prompt away from / toward the Assistant"):
-        items = collect_job.items_for(collect_cfg, bridge, personas)
+        items = items_for(collect_cfg, bridge, personas)
         records = store.records()
         first = [records[i.id] for i in items[:16]]  # the run's first items, as generated
         norms = residual_norms(
