@@ -256,11 +256,11 @@ def run(
     if writer is None and launch.distributed:
         writer = SharedWriter(job=launch.job)
     store = create_store(cfg, model, prov, policy, layers, writer)
-    every = items_for(cfg, model, cat)
+    every = items_for(cfg, model, cat, roles)
     records, generated, tokens, gen_seconds = every, 0, 0, 0.0
     if cfg.mode == "response":
         records, generated, tokens, gen_seconds = generate_stage(
-            cfg, model, cat, store, every, backend, launch, progress
+            cfg, model, cat, store, every, roles, backend, launch, progress
         )
     summary = None
     if cfg.collect_activations:

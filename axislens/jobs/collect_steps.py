@@ -59,12 +59,13 @@ def provenance(cfg: CollectConfig, cat: Personas, roles: list[str] | None, engin
     return {"personas": prov["personas"]} if cfg.mode == "prefill" else prov
 
 
-def items_for(cfg: CollectConfig, model: Model, cat: Personas) -> list:
-    """The whole run's items, in order (rotation follows each role's place in them)."""
+def items_for(cfg: CollectConfig, model: Model, cat: Personas, roles: list[str] | None) -> list:
+    """The whole run's items, in order (rotation follows each role's place in them); ``roles``
+    is ``cat.pick_roles(cfg.data.roles)``, resolved once by the caller."""
     d = cfg.data
     return persona_items(
         cat,
-        roles=cat.pick_roles(d.roles),
+        roles=roles,
         n_prompts=d.n_prompts,
         n_questions=d.n_questions,
         include_default=d.include_default,
@@ -81,6 +82,7 @@ def generate_stage(
     cat: Personas,
     store: ActivationStore,
     every: list,
+    roles: list[str] | None,
     backend: Any,
     launch: Any,
     progress: bool,
@@ -98,7 +100,7 @@ def generate_stage(
         engine=backend or bridge,
         batch_size=cfg.batch_size,
         launch=launch,
-        roles=cat.pick_roles(cfg.data.roles) or [r.name for r in cat.spread_roles()],
+        roles=roles or [r.name for r in cat.spread_roles()],
         progress=progress,
     )
     tokens = bridge.tokens

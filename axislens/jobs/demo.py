@@ -292,7 +292,7 @@ def run(
     with timer.stage("axis, persona space, thresholds"):
         axis = axis_job.run(cfg.axis_config(mid, cap_layers))
     with timer.stage("steering one prompt away from / toward the Assistant"):
-        items = items_for(collect_cfg, bridge, personas)
+        items = items_for(collect_cfg, bridge, personas, personas.pick_roles(cfg.n_roles))
         records = store.records()
         first = [records[i.id] for i in items[:16]]  # the run's first items, as generated
         norms = residual_norms(
