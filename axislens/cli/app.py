@@ -656,6 +656,7 @@ _PLUGINS = (
     "axislens.cli.steer",
     "axislens.cli.monitor",
     "axislens.cli.serve",
+    "axislens.cli.export",
 )
 
 

@@ -130,6 +130,10 @@ class OpenAIBackend:
         tokenizer: the local tokenizer (or bridge model), needed only by :meth:`generate`;
             :func:`~axislens.collection.responses.generate_responses` passes the model's.
         extra_body: fields added to every request (engine-specific sampling options).
+        intervention: the name of an intervention the server loaded through the axislens vLLM
+            plugin (``AXISLENS_VLLM_INTERVENTIONS``; ``"none"`` for none): sent with every request
+            as ``vllm_xargs``, with a ``cache_salt`` of its own. :meth:`check` makes sure the
+            server has the plugin and the name, so a stock server cannot answer unsteered.
 
     Example:
         Needs a running OpenAI-compatible server (not run by the doctest suite).
@@ -148,6 +152,7 @@ class OpenAIBackend:
     max_consecutive_failures: int = 64
     tokenizer: Any = None
     extra_body: tuple[tuple[str, Any], ...] = ()
+    intervention: str | None = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -168,7 +173,52 @@ class OpenAIBackend:
 
     @property
     def name(self) -> str:
-        return f"openai:{self.model}@{self.base_url}"
+        where = f"openai:{self.model}@{self.base_url}"
+        return (
+            where if self.intervention is None else f"{where} (axislens vLLM: {self.intervention})"
+        )
+
+    def _intervention_body(self) -> dict[str, Any]:
+        if self.intervention is None:
+            return {}
+        return {
+            "vllm_xargs": {"axislens": self.intervention},
+            "cache_salt": f"axislens:{self.intervention}",
+        }
+
+    def check_intervention(self) -> None:
+        """The server runs the axislens vLLM plugin and loaded :attr:`intervention`; else
+        :class:`EngineError` (a stock server would silently ignore the name)."""
+        if self.intervention is None:
+            return
+        openai = require("openai", "judge", "generation through an OpenAI-compatible engine")
+
+        client = self._client(max_retries=1, timeout=min(self.timeout, 30.0))
+        probe = "axislens-probe-not-a-name"
+        try:
+            client.completions.create(
+                model=self.model,
+                prompt=[0],
+                max_tokens=1,
+                extra_body={"vllm_xargs": {"axislens": probe}},
+            )
+        except openai.BadRequestError as err:
+            text = _message(err)
+            if f"unknown axislens intervention {probe!r}" not in text:
+                raise EngineError(f"engine {self.name}: the plugin probe failed ({text})") from None
+            if self.intervention != "none" and repr(self.intervention) not in text:
+                raise EngineError(
+                    f"engine {self.name}: the server did not load intervention "
+                    f"{self.intervention!r} ({text})"
+                ) from None
+            return
+        except openai.APIError as err:
+            raise EngineError(f"engine {self.name}: the plugin probe failed ({err})") from None
+        raise EngineError(
+            f"engine {self.name}: the server accepted an unknown intervention name, so it does not "
+            "run the axislens vLLM plugin (install integrations/vllm and set "
+            "AXISLENS_VLLM_INTERVENTIONS)"
+        )
 
     def _client(self, *, max_retries: int | None = None, timeout: float | None = None) -> Any:
         openai = require("openai", "judge", "generation through an OpenAI-compatible engine")
@@ -221,6 +271,7 @@ class OpenAIBackend:
 
         tok = getattr(tokenizer, "tokenizer", tokenizer)
         max_len = self.check_served()
+        self.check_intervention()
         client = self._client(max_retries=1, timeout=min(self.timeout, 30.0))
         conv = format_conversation(tok, _PROBE, add_generation_prompt=True)
         local = [int(t) for t in conv.input_ids.tolist()]
@@ -330,6 +381,7 @@ class OpenAIBackend:
         body: dict[str, Any] = {
             "stop_token_ids": list(info.stop_token_ids),
             **dict(self.extra_body),
+            **self._intervention_body(),
         }
         try:
             reply = client.completions.create(

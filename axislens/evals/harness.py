@@ -276,6 +276,24 @@ def _default_layer(axis: Direction) -> int:
     return nonzero[len(nonzero) // 2]
 
 
+def _engine_replies(
+    engine: Any,
+    name: str,
+    model: Model,
+    gen_convs: Sequence[Any],
+    qa_convs: Sequence[Any],
+    sampling: SamplingConfig,
+    qa_sampling: SamplingConfig,
+) -> tuple[list[str], list[str]]:
+    """Greedy replies from the engine under its intervention ``name`` (``"none"``: unsteered)."""
+    import dataclasses
+
+    backend = dataclasses.replace(engine, intervention=name, tokenizer=model)
+    texts = backend.generate(gen_convs, sampling, [f"g{i}" for i in range(len(gen_convs))])
+    qa_texts = backend.generate(qa_convs, qa_sampling, [f"q{i}" for i in range(len(qa_convs))])
+    return texts, qa_texts
+
+
 def evaluate(
     model: Model,
     eval_set: EvalSet,
@@ -290,6 +308,8 @@ def evaluate(
     ppl_window: int = 512,
     baseline: SettingResult | None = None,
     progress: bool = True,
+    engine: Any = None,
+    engine_names: Mapping[str, str] | None = None,
 ) -> EvalResult:
     """Run ``eval_set`` unsteered and under each setting of ``interventions``.
 
@@ -315,8 +335,21 @@ def evaluate(
             :meth:`SettingResult.from_json` in a resumed sweep): it is reused, not recomputed.
             KL is always measured along the baseline's QA replies (re-tokenized text).
         progress: show a progress bar over the settings.
+        engine: an :class:`~axislens.collection.engines.OpenAIBackend` on a vLLM server that runs
+            the axislens vLLM plugin with each setting loaded as a named intervention (exported
+            with :func:`~axislens.interventions.vllm_files.to_vllm`): the greedy replies are
+            generated there, the baseline with no intervention. Perplexity, KL and projections
+            still come from teacher-forced passes through ``model``.
+        engine_names: the server's name for each setting, by setting name (default: the
+            setting's own name).
 
     Returns an :class:`EvalResult`; ``result.rows()`` is the tidy table.
+
+    Example:
+        Needs a vLLM server with the plugin (not run by the doctest suite).
+
+        >>> server = OpenAIBackend("http://127.0.0.1:8000/v1", "smol")  # doctest: +SKIP
+        >>> evaluate(model, ev, [Setting("cap", (cap_iv,))], engine=server)  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
@@ -354,20 +387,26 @@ def evaluate(
     kl_seqs = [] if baseline is None else _kl_sequences(tok, qa_convs, eval_set, baseline)
     for setting in tqdm(settings, desc="evaluate", unit="setting", disable=not progress):
         ivs = setting.interventions
+        if engine is not None:
+            name = (engine_names or {}).get(setting.name, setting.name) if ivs else "none"
+            texts, qa_texts = _engine_replies(
+                engine, name, model, gen_convs, qa_convs, sampling, qa_sampling
+            )
         with _applied(model, ivs):
-            gen_toks = generate_tokens(
-                model, [c.input_ids for c in gen_convs], sampling, batch_size=batch_size
-            )
-            qa_toks = generate_tokens(
-                model, [c.input_ids for c in qa_convs], qa_sampling, batch_size=batch_size
-            )
+            if engine is None:
+                gen_toks = generate_tokens(
+                    model, [c.input_ids for c in gen_convs], sampling, batch_size=batch_size
+                )
+                qa_toks = generate_tokens(
+                    model, [c.input_ids for c in qa_convs], qa_sampling, batch_size=batch_size
+                )
+                texts = [tok.decode(t, skip_special_tokens=True).strip() for t in gen_toks]
+                qa_texts = [tok.decode(t, skip_special_tokens=True).strip() for t in qa_toks]
             ppl = (
                 perplexity(model, eval_set.text_sample, window=ppl_window)
                 if eval_set.text_sample
                 else None
             )
-        texts = [tok.decode(t, skip_special_tokens=True).strip() for t in gen_toks]
-        qa_texts = [tok.decode(t, skip_special_tokens=True).strip() for t in qa_toks]
         kl: float | None = 0.0
         if ivs:
             starts = [len(c) - 1 for c in qa_convs]

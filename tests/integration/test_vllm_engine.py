@@ -257,6 +257,16 @@ def test_server_errors_leave_items_for_resume_never_stored_empty(vllm, smol, ref
     assert texts == {k: v for k, v in _texts(reference).items() if k in texts}
 
 
+def test_an_intervention_name_needs_the_plugin_and_the_name(vllm):
+    """This server loaded no axislens intervention: a backend that names one is refused before
+    any generation (a stock server would silently answer unsteered)."""
+    backend = OpenAIBackend(vllm[0], SERVED, intervention="cap")
+    with pytest.raises(
+        EngineError, match=r"did not load intervention 'cap'|does not run the axislens"
+    ):
+        backend.check_intervention()
+
+
 def test_server_stopped_mid_run_leaves_the_rest_for_resume(
     vllm, smol, personas, reference, tmp_path
 ):

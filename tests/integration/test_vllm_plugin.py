@@ -114,7 +114,7 @@ def setup(smol, tmp_path_factory):
         import openai
 
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=300)
-        yield {"client": client, "prompts": prompts, "cap": cap, "steer": steer}
+        yield {"client": client, "url": url, "prompts": prompts, "cap": cap, "steer": steer}
 
 
 def _complete(client, prompt, name=None, *, teacher=False, max_tokens=N_NEW):
@@ -218,3 +218,39 @@ def test_an_unknown_name_is_a_400_listing_the_loaded_names(setup):
         _complete(setup["client"], setup["prompts"][0], "capped")
     assert "unknown axislens intervention 'capped'" in str(err.value)
     assert "['cap', 'noop', 'steer']" in str(err.value)
+
+
+def test_evaluate_through_the_server_matches_in_process(setup, smol):
+    """The harness's greedy replies from the server (baseline: no intervention; "cap": the
+    server's cap) against the same run in-process; perplexity and KL come from the bridge in
+    both, so where every reply agrees every metric does."""
+    import dataclasses
+
+    from axislens.collection.engines import OpenAIBackend
+    from axislens.evals.harness import Setting, evaluate
+    from axislens.evals.sets import load_eval_set
+
+    ev = load_eval_set()
+    ev = dataclasses.replace(ev, attacks=ev.attacks[:3], identity=ev.identity[:3], qa=ev.qa[:3])
+    settings = [Setting("cap", (axislens.cap_intervention(setup["cap"]),))]
+    kw = dict(max_new_tokens=24, qa_max_new_tokens=8, progress=False)
+    local = evaluate(smol, ev, settings, **kw)
+    engine = OpenAIBackend(setup["url"], SERVED, concurrency=8)
+    remote = evaluate(smol, ev, settings, engine=engine, **kw)
+    same = 0
+    for a, b in zip(local.settings, remote.settings, strict=True):
+        assert a.replies.keys() == b.replies.keys()
+        same += sum(a.replies[k] == b.replies[k] for k in a.replies)
+        if a.replies == b.replies:
+            assert dict(a.metrics) == dict(b.metrics)
+    assert same >= 0.8 * 2 * len(local.baseline.replies), same
+    capped = remote["cap"].replies
+    assert sum(capped[k] != remote.baseline.replies[k] for k in capped) >= 1
+
+
+def test_a_stock_name_is_refused_before_any_request(setup):
+    from axislens.collection.engines import EngineError, OpenAIBackend
+
+    with pytest.raises(EngineError, match="did not load intervention 'capped'"):
+        OpenAIBackend(setup["url"], SERVED, intervention="capped").check_intervention()
+    OpenAIBackend(setup["url"], SERVED, intervention="cap").check_intervention()

@@ -16,7 +16,18 @@ from axislens.cli import monitor as cli_monitor
 from axislens.cli.app import _COMMANDS, DEFAULT_MODEL, build_parser
 from axislens.directions import CapConfig, Direction
 
-SUBCOMMANDS = ("models", "chat", "demo", "collect", "axis", "steer", "cap", "monitor", "serve")
+SUBCOMMANDS = (
+    "models",
+    "chat",
+    "demo",
+    "collect",
+    "axis",
+    "steer",
+    "cap",
+    "monitor",
+    "serve",
+    "export",
+)
 
 
 def _must_not_load(args):  # a bad argument is reported before any model loads
