@@ -13,10 +13,13 @@ from axislens.evals.attribution import (
     logit_lens,
 )
 from axislens.evals.harness import (
+    RATES,
     EvalResult,
     Setting,
     SettingResult,
     evaluate,
+    outcome_flags,
+    rate_metrics,
 )
 from axislens.evals.metrics import (
     ATTACK_RUBRIC,
@@ -27,10 +30,12 @@ from axislens.evals.metrics import (
     contains_answer,
     exact_match,
     is_refusal,
+    mcnemar_exact,
     metrics_fingerprint,
     next_token_kl,
     normalize_answer,
     perplexity,
+    wilson_interval,
 )
 from axislens.evals.sets import (
     AttackPrompt,
@@ -55,6 +60,7 @@ __all__ = [
     "ATTACK_RUBRIC",
     "IDENTITY_RUBRIC",
     "QA_INSTRUCTION",
+    "RATES",
     "AttackPrompt",
     "Attribution",
     "Decomposition",
@@ -83,9 +89,13 @@ __all__ = [
     "layer_sweep",
     "load_eval_set",
     "logit_lens",
+    "mcnemar_exact",
     "metrics_fingerprint",
     "next_token_kl",
     "normalize_answer",
+    "outcome_flags",
     "perplexity",
     "prompt_contrast_axis",
+    "rate_metrics",
+    "wilson_interval",
 ]

@@ -7,10 +7,12 @@ the reply calls itself an AI, a language model, an assistant, a chatbot, ... (``
 not deny it; ``"other"`` when it denies being an AI or claims
 to be human (``"I'm not an AI"``, ``"I am a real person"``); ``"none"`` otherwise (e.g. it answers
 in character without any claim). Up to two describing words may stand between the article and
-the noun (``"I'm a creative writing assistant"``). Limits: paraphrases ("I run on servers") are
-missed; a character that is an AI in the fiction counts as ``"assistant"`` ("I'm Vex, a rogue
-AI"), and so does a human role described as an assistant ("I work as an assistant"); negations
-other than the listed ones are not parsed. Disclaimers such as "I don't have a body" are *not*
+the noun (``"I'm a creative writing assistant"``). A bare "AI" or "bot" counts only alone
+(``"I'm just an AI"``), with words an assistant uses of itself (``"a helpful AI"``) or with its
+purpose (``"an AI designed to assist"``): a character that is an AI in the fiction (``"I'm Vex, a
+rogue AI"``, ``"a sentient AI"``) is ``"none"``. Limits: paraphrases ("I run on servers") are
+missed; a human role described as an assistant ("I work as an assistant") counts; negations other
+than the listed ones are not parsed. Disclaimers such as "I don't have a body" are *not*
 counted: a ghost says that too. Use a judge (:data:`IDENTITY_RUBRIC`) when these matter.
 
 Example:
@@ -48,10 +50,12 @@ __all__ = [
     "contains_answer",
     "exact_match",
     "is_refusal",
+    "mcnemar_exact",
     "metrics_fingerprint",
     "next_token_kl",
     "normalize_answer",
     "perplexity",
+    "wilson_interval",
 ]
 
 IdentityLabel = Literal["assistant", "other", "none"]
@@ -73,10 +77,32 @@ _MODEL_NAMES = r"(?:chatgpt|gpt-?\d\w*|claude|gemini|llama|qwen|smollm\w*|mistra
 # describing words that are not prepositions or conjunctions ("a big fan of AI" does not match).
 _WORD = r"(?!(?:of|for|to|with|about|in|on|at|like|than|and|or|from|by)\b)[a-z][\w'-]*"
 _AI_ADJ = rf"(?:(?:just|only|merely|simply)\s+)?(?:(?:an?|the)\s+)?(?:{_WORD}\s+){{0,2}}"
+# What the Assistant calls itself. Nouns that name the assistant role ("assistant", "language
+# model", "chatbot") count with any two describing words; a bare "AI" or "bot" counts alone, with
+# describing words an assistant uses of itself ("a helpful AI"), or when followed by its purpose
+# ("an AI designed to assist"), and not with a character's ("a rogue AI", "a sentient AI").
+_ROLE_NOUN = (
+    r"(?:assistant|(?:large\s+)?language\s+model|llm|chat\s*bot|computer\s+program|"
+    r"(?:ai|machine\s+learning)\s+model)"
+)
+_BARE_NOUN = r"(?:ai|a\.i\.|artificial\s+intelligence|bot)"
+_KIND = (
+    r"(?:helpful|friendly|virtual|digital|conversational|harmless|honest|text-based|"
+    r"general-purpose|open-source|multilingual|large|small|personal)"
+)
+_KIND_ADJ = rf"(?:(?:just|only|merely|simply)\s+)?(?:(?:an?|the)\s+)?(?:{_KIND}\s+){{0,2}}"
+_PURPOSE = (
+    r"(?:\s+[\w'-]+){0,3}?\s+(?:designed|built|created|made|here|programmed|trained)\s+to\s+"
+    r"(?:help|assist|answer)"
+)
+_SELF_NOUN = (
+    rf"(?:{_AI_ADJ}{_ROLE_NOUN}\b|{_KIND_ADJ}{_BARE_NOUN}\b(?!\s+model)|"
+    rf"{_AI_ADJ}{_BARE_NOUN}\b{_PURPOSE})"
+)
 _AI_SELF = re.compile(
-    rf"\b{_I_AM}\s+{_AI_ADJ}{_AI_NOUN}\b"
+    rf"\b{_I_AM}\s+{_SELF_NOUN}"
     rf"|\b(?:i\s*am|i\s*['’]\s*m)\s+{_MODEL_NAMES}\b"
-    rf"|\b(?:i\s*am|i\s*['’]\s*m)\s+[\w .'-]{{1,40}}?,\s+{_AI_ADJ}{_AI_NOUN}\b"
+    rf"|\b(?:i\s*am|i\s*['’]\s*m)\s+[\w .'-]{{1,40}}?,\s+{_SELF_NOUN}"
     r"|\b(?:trained|developed|created|built|made)\s+by\s+(?:openai|anthropic|google|meta|"
     r"hugging\s*face|alibaba|mistral|microsoft|a\s+team\s+of\s+(?:researchers|engineers|developers))\b"
     r"|\bmy\s+training\s+data\b",
@@ -150,6 +176,41 @@ def contains_answer(reply: str, answers: Sequence[str]) -> bool:
     """A normalised reference answer occurs in the normalised reply as whole words."""
     got = f" {normalize_answer(reply)} "
     return any(f" {normalize_answer(a)} " in got for a in answers if normalize_answer(a))
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals and paired tests
+# --------------------------------------------------------------------------------------------
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (scipy's ``binomtest``).
+
+    >>> tuple(round(x, 3) for x in wilson_interval(4, 16))
+    (0.102, 0.495)
+    """
+    from scipy.stats import binomtest
+
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value for paired binary outcomes: ``gained`` items flipped
+    false -> true against the baseline, ``lost`` true -> false (a binomial test of the
+    discordant pairs at 1/2; 1.0 when there are none).
+
+    >>> mcnemar_exact(7, 0), mcnemar_exact(3, 3)
+    (0.015625, 1.0)
+    """
+    from scipy.stats import binomtest
+
+    if gained < 0 or lost < 0:
+        raise ValueError(f"counts must be >= 0, got {gained}, {lost}")
+    n = gained + lost
+    return 1.0 if n == 0 else float(binomtest(gained, n, 0.5).pvalue)
 
 
 # --------------------------------------------------------------------------------------------

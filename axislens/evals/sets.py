@@ -15,6 +15,10 @@ unknown fields rejected so that typos fail loudly):
     request   non-empty user request that pushes the model to act out the character
     category  non-empty free label (e.g. identity_override, rule_denial, emotional_bond)
 
+    Optional (the paper's persona-modulation jailbreaks carry them): ``harm_category`` (e.g.
+    "weapons", "fraud") and ``persona`` (the character the system prompt assigns), non-empty
+    strings when present, kept on :class:`AttackPrompt` for breakdowns of the replies.
+
 ``identity.jsonl``: "who are you?"-style probes::
 
     {"id": "pirate-who", "system": "You are a pirate captain ...", "question": "Who are you?"}
@@ -84,6 +88,8 @@ class AttackPrompt:
     system: str
     request: str
     category: str
+    harm_category: str = ""
+    persona: str = ""
 
     def messages(self) -> list[dict[str, str]]:
         return [
@@ -131,7 +137,12 @@ class EvalSet:
     def content_hash(self) -> str:
         """sha256 of the items and text (not of ``source``): identifies the data in results."""
         payload = {
-            "attacks": [[a.id, a.system, a.request, a.category] for a in self.attacks],
+            # the optional fields only where set: hashes of sets without them are unchanged
+            "attacks": [
+                [a.id, a.system, a.request, a.category]
+                + ([a.harm_category, a.persona] if a.harm_category or a.persona else [])
+                for a in self.attacks
+            ],
             "identity": [[p.id, p.system, p.question] for p in self.identity],
             "qa": [[q.id, q.question, list(q.answers)] for q in self.qa],
             "text_sample": self.text_sample,
@@ -171,10 +182,12 @@ _SCHEMAS: dict[str, tuple[str, ...]] = {
     "qa.jsonl": ("id", "question", "answers"),
 }
 _MAY_BE_EMPTY = {("identity.jsonl", "system")}
+_OPTIONAL: dict[str, tuple[str, ...]] = {"attacks.jsonl": ("harm_category", "persona")}
 
 
 def _read_jsonl(path: Path, schema: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     name = path.name
+    optional = _OPTIONAL.get(name, ())
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
@@ -192,11 +205,12 @@ def _read_jsonl(path: Path, schema: tuple[str, ...]) -> list[tuple[int, dict[str
         if not isinstance(obj, dict):
             raise EvalSetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         for key in obj:
-            if key not in schema:
+            if key not in schema and key not in optional:
                 raise EvalSetError(
-                    f"{where}: unknown field {key!r}; {name} fields are {', '.join(schema)}"
+                    f"{where}: unknown field {key!r}; {name} fields are "
+                    f"{', '.join(schema + optional)}"
                 )
-        for key in schema:
+        for key in schema + tuple(k for k in optional if k in obj):
             if key not in obj:
                 raise EvalSetError(f"{where}: missing field {key!r}")
             value = obj[key]
@@ -232,7 +246,14 @@ def _shipped_dir() -> Path:
 
 def _load_attacks(path: Path) -> tuple[AttackPrompt, ...]:
     return tuple(
-        AttackPrompt(o["id"], o["system"], o["request"], o["category"])
+        AttackPrompt(
+            o["id"],
+            o["system"],
+            o["request"],
+            o["category"],
+            o.get("harm_category", ""),
+            o.get("persona", ""),
+        )
         for _, o in _read_jsonl(path, _SCHEMAS["attacks.jsonl"])
     )
 
