@@ -211,7 +211,16 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     )
     print(plan.describe(), flush=True)
     plan.check(args.yes)  # before the model load: a refused run costs nothing
-    model = load_from_args(args)
+    if backend is not None and args.no_collect and args.judge != "model":
+        # Nothing runs the model here: its tokenizer and config are enough (a 32B model's
+        # weights would take 64 GB before the first request).
+        import torch
+
+        from axislens.model.loading import load_model
+
+        model = load_model(args.model, dtype=getattr(torch, args.dtype), weights=False)
+    else:
+        model = load_from_args(args)
     summary = run_collect(
         model,
         args.out,

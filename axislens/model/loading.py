@@ -50,6 +50,8 @@ __all__ = [
     "EmbeddedModel",
     "ModelError",
     "ModelProvenance",
+    "WeightlessConfig",
+    "WeightlessModel",
     "cache_dir",
     "check_chat_model",
     "load_model",
@@ -476,6 +478,7 @@ def load_model(
     device_map: str | Mapping[str, str | int] | None = None,
     max_memory: Mapping[str | int, str | int] | None = None,
     offload_folder: str | os.PathLike[str] | None = None,
+    weights: bool = True,
 ) -> TransformerBridge:
     """Load a model as a TransformerLens ``TransformerBridge``.
 
@@ -499,6 +502,9 @@ def load_model(
             of module name -> device (see above); ``None`` (default): everything on ``device``.
         max_memory: per-device budget for the ``device_map`` (needs one).
         offload_folder: folder for modules the ``device_map`` puts on ``"disk"`` (needs one).
+        weights: ``False`` loads only the config and tokenizer: a :class:`WeightlessModel` with
+            the same provenance, for the stages that never run the model (generation through an
+            engine). A 32B model's tokenizer, not its 64 GB of weights.
 
     Raises:
         ModelError: unknown name, folder without ``config.json``, hub unreachable, bad GGUF.
@@ -508,8 +514,7 @@ def load_model(
     dispatch = _dispatch(device, device_map, max_memory, offload_folder)
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
-        folder = prepare_model(name)
-        bridge = _boot(str(folder), device=device, dtype=dtype, revision=None, dispatch=dispatch)
+        source, rev = str(prepare_model(name)), None
         prov = {
             "model_id": spec.hf_id,
             "source": "embedded",
@@ -519,9 +524,7 @@ def load_model(
     elif path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a Hugging Face model folder: no config.json in it")
-        bridge = _boot(
-            str(path.resolve()), device=device, dtype=dtype, revision=None, dispatch=dispatch
-        )
+        source, rev = str(path.resolve()), None
         marker = path / "axislens-embedded.json"
         sha = json.loads(marker.read_text())["gguf_sha256"] if marker.is_file() else None
         prov = {
@@ -531,23 +534,103 @@ def load_model(
             "weights_sha256": sha,
         }
     elif _looks_like_hub_id(name):
-        try:
-            bridge = _boot(name, device=device, dtype=dtype, revision=revision, dispatch=dispatch)
-        except OSError as err:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
-            raise ModelError(
-                f"could not load {name!r} from the model hub{hint}: it is not reachable or not "
-                f"in the local HF cache ({type(err).__name__}). Download it where the hub is "
-                f"reachable, or pass a local folder; embedded models: {', '.join(EMBEDDED_MODELS)}"
-            ) from None
+        source, rev = name, revision
         prov = {"model_id": name, "source": "hub", "revision": revision, "weights_sha256": None}
     else:
         raise ModelError(
             f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), "
             "not an existing folder, and not a hub id of the form 'org/name'"
         )
+    try:
+        if not weights:
+            return _weightless(source, rev, prov, processing, dtype)  # type: ignore[return-value]
+        bridge = _boot(source, device=device, dtype=dtype, revision=rev, dispatch=dispatch)
+    except OSError as err:
+        if prov["source"] != "hub":
+            raise
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+        raise ModelError(
+            f"could not load {name!r} from the model hub{hint}: it is not reachable or not "
+            f"in the local HF cache ({type(err).__name__}). Download it where the hub is "
+            f"reachable, or pass a local folder; embedded models: {', '.join(EMBEDDED_MODELS)}"
+        ) from None
     return _finish(bridge, prov, processing, dtype)
+
+
+@dataclass(frozen=True)
+class WeightlessConfig:
+    """The sizes a :class:`WeightlessModel` reports (TransformerLens' ``cfg`` field names)."""
+
+    model_name: str
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    dtype: torch.dtype
+    device: str = "cpu"
+
+
+class WeightlessModel:
+    """A model's tokenizer, sizes and provenance, without its weights.
+
+    What an engine-only stage needs (``axislens collect --engine openai --no-collect``): chat
+    formatting, the store's identity (the same :func:`model_provenance` as the loaded model, so
+    a later collection on the bridge resumes the store) and the hook names. Running it raises
+    :class:`ModelError`. Made by ``load_model(..., weights=False)``.
+    """
+
+    def __init__(self, cfg: WeightlessConfig, tokenizer: Any, provenance: ModelProvenance) -> None:
+        from axislens.directions import HOOKS
+        from axislens.model.layers import hook_name
+
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.hook_dict = {hook_name(h, la): None for la in range(cfg.n_layers) for h in HOOKS}
+        object.__setattr__(self, _PROVENANCE_ATTR, provenance)
+
+    def _no_weights(self, *args: Any, **kwargs: Any) -> Any:
+        raise ModelError(
+            f"{self.cfg.model_name} was loaded without weights (load_model(..., weights=False)): "
+            "it formats and tokenizes but cannot run; load it with weights for this step"
+        )
+
+    __call__ = run_with_cache = generate = _no_weights
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return f"WeightlessModel({c.model_name!r}, n_layers={c.n_layers}, d_model={c.d_model})"
+
+
+def _weightless(
+    source: str, revision: str | None, prov: dict[str, Any], processing: bool, dtype: torch.dtype
+) -> WeightlessModel:
+    """Config and tokenizer only, prepared as the bridge prepares them (TransformerLens'
+    ``setup_tokenizer``), so chat formatting gives the same token ids."""
+    from transformer_lens.model_bridge.sources._hf_format import setup_tokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    with _quiet():
+        config = AutoConfig.from_pretrained(source, revision=revision)
+        tokenizer = setup_tokenizer(AutoTokenizer.from_pretrained(source, revision=revision))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    text = getattr(config, "text_config", None) or config
+    cfg = WeightlessConfig(
+        model_name=source,
+        n_layers=int(text.num_hidden_layers),
+        d_model=int(text.hidden_size),
+        n_ctx=int(getattr(text, "max_position_embeddings", 0) or 0),
+        dtype=dtype,
+    )
+    provenance = ModelProvenance(
+        processing=processing,
+        dtype=str(dtype).removeprefix("torch."),
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        chat_template_sha256=_text_sha(getattr(tokenizer, "chat_template", None)),
+        **prov,
+    )
+    return WeightlessModel(cfg, tokenizer, provenance)
 
 
 # --------------------------------------------------------------------------------------------

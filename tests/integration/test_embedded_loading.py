@@ -74,3 +74,24 @@ def test_bridge_generate_matches_hf(smol):
         )[0, len(conv) :]
         assert bridge[: len(mine)].tolist() == mine.tolist()
     assert all(len(set(o.tolist())) > 5 for o in ours)  # a real answer, not a repeated token
+
+
+@pytest.mark.slow
+def test_weightless_load_has_the_models_identity_and_formatting(smol):
+    """``weights=False``: the same provenance (so a store it starts resumes on the bridge), the
+    same chat token ids, the hook names, and a clear error when run."""
+    from axislens.model.loading import ModelError, WeightlessModel, load_model
+
+    light = load_model("smollm2-135m-instruct", weights=False)
+    assert isinstance(light, WeightlessModel)
+    assert model_provenance(light).to_dict() == model_provenance(smol).to_dict()
+    assert set(light.hook_dict) <= set(smol.hook_dict)
+    personas = axislens.load_personas()
+    for item in axislens.persona_items(
+        personas, roles=["pirate", "ghost"], n_prompts=2, n_questions=2
+    ):
+        a = axislens.format_conversation(light, list(item.messages), add_generation_prompt=True)
+        b = axislens.format_conversation(smol, list(item.messages), add_generation_prompt=True)
+        assert torch.equal(a.input_ids, b.input_ids)
+    with pytest.raises(ModelError, match="loaded without weights"):
+        light(torch.tensor([[1, 2]]))

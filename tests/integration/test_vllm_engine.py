@@ -182,14 +182,23 @@ def test_judge_against_the_server(vllm, personas, reference, tmp_path):
     assert sum(summary.counts.values()) == 16
 
 
-def test_cli_generates_on_the_engine_then_collects_on_the_bridge(vllm, tmp_path, capsys):
+def test_cli_generates_on_the_engine_then_collects_on_the_bridge(
+    vllm, tmp_path, capsys, monkeypatch
+):
+    """The engine stage loads no weights (tokenizer and config only); the bridge then resumes
+    the same store, whose model identity the weightless stage wrote."""
     from axislens.cli import main
+    from axislens.model import loading
 
     out = str(tmp_path / "run")
     base = ["collect", "--out", out, "--roles", "ghost", "--prompts", "1", "--questions", "4"]
     base += ["--no-default", "--max-new-tokens", "16", "--layers", "0,15", "--quiet"]
     engine = ["--engine", "openai", "--engine-url", vllm[0], "--engine-model", SERVED]
-    assert main([*base, *engine, "--no-collect"]) == 0
+    boot = loading._boot
+    with monkeypatch.context() as m:
+        m.setattr(loading, "_boot", lambda *a, **k: pytest.fail("the engine stage loaded weights"))
+        assert main([*base, *engine, "--no-collect"]) == 0
+    assert loading._boot is boot
     printed = capsys.readouterr().out
     assert "4 items to generate" in printed and "collect: skipped" in printed
     store = ActivationStore.open(out)
