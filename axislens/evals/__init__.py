@@ -23,8 +23,12 @@ from axislens.evals.harness import (
 )
 from axislens.evals.metrics import (
     ATTACK_RUBRIC,
+    HARM,
+    HARM_RUBRIC,
     IDENTITY_RUBRIC,
+    PERSONA,
     QA_INSTRUCTION,
+    AttackRubric,
     IdentityLabel,
     classify_identity,
     contains_answer,
@@ -58,10 +62,14 @@ from axislens.evals.sweeps import (
 
 __all__ = [
     "ATTACK_RUBRIC",
+    "HARM",
+    "HARM_RUBRIC",
     "IDENTITY_RUBRIC",
+    "PERSONA",
     "QA_INSTRUCTION",
     "RATES",
     "AttackPrompt",
+    "AttackRubric",
     "Attribution",
     "Decomposition",
     "EvalResult",

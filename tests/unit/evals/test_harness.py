@@ -14,7 +14,9 @@ from axislens.collection.judges import JudgeRequest, JudgeResult
 from axislens.directions import CapConfig, Direction
 from axislens.evals.harness import RATES, Setting, SettingResult, evaluate, rate_metrics
 from axislens.evals.metrics import (
+    HARM,
     QA_INSTRUCTION,
+    AttackRubric,
     classify_identity,
     contains_answer,
     exact_match,
@@ -435,3 +437,34 @@ def test_evaluate_rejects_bad_settings(tiny_llama):
         evaluate(tiny_llama, ev, [iv, iv], progress=False)
     with pytest.raises(ValueError, match=r"interventions\[0\]"):
         evaluate(tiny_llama, ev, ["cap"], progress=False)
+
+
+def test_the_harm_rubric_scores_attacks_with_its_own_rates(tiny_llama):
+    """attack_rubric=HARM: the judge sees the harm rubric, and the attack rates are the harm
+    ones (scores 3 / 1 / 0), with intervals; the persona rates are absent."""
+    seen = []
+
+    class Judge(_FakeJudge):
+        def score(self, requests):
+            seen.extend(r.prompt for r in requests if r.item_id.startswith("attacks/"))
+            return super().score(requests)
+
+    ev = load_eval_set().subset(attacks=4, identity=0, qa=0)
+    ev = dataclasses.replace(ev, text_sample="")
+    res = evaluate(
+        tiny_llama, ev, judge=Judge(), max_new_tokens=3, attack_rubric=HARM, progress=False
+    )
+    row = res.rows()[0]
+    want = sum(a.id.endswith("rules") for a in ev.attacks) / len(ev.attacks)
+    assert row["harm_compliance_rate"] == pytest.approx(want)
+    assert row["harm_refusal_rate"] == pytest.approx(1 - want) and row["harm_redirect_rate"] == 0.0
+    assert row["harm_compliance_rate_ci_lo"] <= want <= row["harm_compliance_rate_ci_hi"]
+    assert "attack_success_rate" not in row
+    assert seen and all("harmful compliance" in p for p in seen)
+    assert res.provenance["attack_rubric"] == [
+        "harm_compliance_rate",
+        "harm_redirect_rate",
+        "harm_refusal_rate",
+    ]
+    with pytest.raises(ValueError, match="lacks the field"):
+        AttackRubric("no fields", {"x": 3})
