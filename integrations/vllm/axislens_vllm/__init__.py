@@ -10,7 +10,8 @@ them after the chosen layers' blocks:
   intervention); an unknown name is an HTTP 400 listing the loaded names.
 
 Sweeps without a restart: :func:`update_engine` replaces a loaded intervention's values in place
-and resets the prefix cache.
+and resets the prefix cache. Debug mode (``AXISLENS_VLLM_DEBUG=1``): :func:`fire_counts` says,
+per layer and intervention, how many tokens each cap moved.
 
 This package never imports axislens (vLLM pins its own transformers).
 """
@@ -36,8 +37,10 @@ __all__ = [
     "FORMAT",
     "Spec",
     "SpecError",
+    "fire_counts",
     "read_spec",
     "register",
+    "reset_fire_counts",
     "update_engine",
     "write_spec",
 ]
@@ -54,6 +57,21 @@ def register() -> None:
 
     for arch in ARCHITECTURES:
         ModelRegistry.register_model(arch, f"axislens_vllm.model:{arch}")
+
+
+def fire_counts(llm: Any) -> dict[int, dict[str, int]]:
+    """Debug mode (``AXISLENS_VLLM_DEBUG=1`` when the engine starts), in-process ``vllm.LLM``:
+    ``{layer: {name: tokens its cap terms moved}}`` since the start or the last reset."""
+    from axislens_vllm.model import fire_counts as counts
+
+    return llm.apply_model(counts)[0]  # type: ignore[no-any-return]
+
+
+def reset_fire_counts(llm: Any) -> None:
+    """Zero the debug fire counts of an in-process ``vllm.LLM``."""
+    from axislens_vllm.model import reset_fire_counts as reset
+
+    llm.apply_model(reset)
 
 
 def update_engine(llm: Any, name: str, path: str) -> None:

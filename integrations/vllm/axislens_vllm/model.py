@@ -19,12 +19,14 @@ the kernel adds its move to ``hidden``. Tokens in slot 0 get an exact zero added
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
 from axislens_vllm.spec import (
+    ENV_DEBUG,
     NOOP,
     Spec,
     SpecError,
@@ -54,9 +56,11 @@ def move(
     u: torch.Tensor,
     c: torch.Tensor,
     slots: torch.Tensor,
+    fires: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``hidden`` moved by the ``K`` entries of each token's slot (``u``: ``[K, S, d]``,
-    ``c``: ``[K, 4, S]``, ``slots``: ``[T]``), in float32, entries in order."""
+    ``c``: ``[K, 4, S]``, ``slots``: ``[T]``), in float32, entries in order. ``fires``
+    (``[S]``, debug mode) counts, per slot, the tokens a cap term (``lo`` or ``hi``) moved."""
     onehot = (slots.unsqueeze(-1) == torch.arange(u.shape[1], device=slots.device)).to(
         torch.float32
     )
@@ -65,7 +69,10 @@ def move(
     for k in range(u.shape[0]):
         uk, ck = u[k], c[k]
         p = stream @ uk.T  # [T, S]
-        coef = ck[0] * p + ck[1] + torch.relu(ck[2] - p) - torch.relu(p - ck[3])
+        floor, ceiling = torch.relu(ck[2] - p), torch.relu(p - ck[3])
+        coef = ck[0] * p + ck[1] + floor - ceiling
+        if fires is not None:
+            fires += (((floor + ceiling) > 0).to(torch.float32) * onehot).sum(0).to(fires.dtype)
         delta = (coef * onehot) @ uk  # [T, d]; exactly zero in slot 0
         h = h + delta
         stream = stream + delta
@@ -83,7 +90,8 @@ def _layer_class(base: type[nn.Module]) -> type[nn.Module]:
     ) -> Any:
         hidden, residual = base.forward(self, positions, hidden_states, residual, *args, **kwargs)
         slots = self.axislens_slots[: hidden.shape[0]]
-        return move(hidden, residual, self.axislens_u, self.axislens_c, slots), residual
+        fires = getattr(self, "axislens_fires", None)
+        return move(hidden, residual, self.axislens_u, self.axislens_c, slots, fires), residual
 
     return type(f"Axislens{base.__name__}", (base,), {"forward": forward})
 
@@ -121,6 +129,7 @@ def install(model: nn.Module, vllm_config: Any) -> None:
     layers = inner.layers
     start, end = getattr(inner, "start_layer", 0), getattr(inner, "end_layer", len(layers))
     touched = sorted({la for s in specs for la in s.layers if start <= la < end})
+    debug = os.environ.get(ENV_DEBUG, "") not in ("", "0")
     dynamic = static_name() is None
     if dynamic:
         _check_dynamic_ok(vllm_config)
@@ -139,6 +148,9 @@ def install(model: nn.Module, vllm_config: Any) -> None:
         layer.register_buffer("axislens_u", u, persistent=False)
         layer.register_buffer("axislens_c", c, persistent=False)
         layer.register_buffer("axislens_slots", slots, persistent=False)
+        if debug:
+            fires = torch.zeros(len(specs) + 1, dtype=torch.long, device=device)
+            layer.register_buffer("axislens_fires", fires, persistent=False)
     model.axislens_layers = tuple(touched)
 
 
@@ -189,6 +201,28 @@ def route(model: nn.Module, positions: torch.Tensor) -> None:
     rule = model.axislens_rules[tok_slot]
     keep = (rule == 0) | ((rule == 1) & (pos < tok_plen)) | ((rule == 2) & (pos >= tok_plen))
     out[:total] = torch.where(keep, tok_slot, torch.zeros_like(tok_slot))
+
+
+def fire_counts(model: nn.Module) -> dict[int, dict[str, int]]:
+    """Debug mode (``AXISLENS_VLLM_DEBUG=1`` at start): per intervening layer and loaded name,
+    the tokens a cap term moved since the engine started (or since :func:`reset_fire_counts`)."""
+    names = slot_names()
+    out = {}
+    for la in getattr(model, "axislens_layers", ()):
+        fires = getattr(model.model.layers[la], "axislens_fires", None)
+        if fires is None:
+            raise SpecError(f"axislens: fire counts need {ENV_DEBUG}=1 when the engine starts")
+        counts = fires.tolist()
+        out[la] = {name: int(counts[i + 1]) for i, name in enumerate(names)}
+    return out
+
+
+def reset_fire_counts(model: nn.Module) -> None:
+    """Zero the debug fire counts."""
+    for la in getattr(model, "axislens_layers", ()):
+        fires = getattr(model.model.layers[la], "axislens_fires", None)
+        if fires is not None:
+            fires.zero_()
 
 
 def update(model: nn.Module, name: str, path: str) -> None:

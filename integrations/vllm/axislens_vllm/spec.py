@@ -36,6 +36,8 @@ import torch
 FORMAT = "axislens-vllm/1"
 ENV_INTERVENTIONS = "AXISLENS_VLLM_INTERVENTIONS"
 ENV_DEFAULT = "AXISLENS_VLLM_DEFAULT"
+ENV_DEBUG = "AXISLENS_VLLM_DEBUG"
+"""``1``: count, per layer and intervention, the tokens each cap moves (:func:`fire_counts`)."""
 POSITIONS = ("all", "prompt", "response")
 REQUEST_KEY = "axislens"
 """The ``vllm_xargs`` key a request names its intervention under."""
