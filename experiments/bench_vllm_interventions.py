@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     ap.add_argument("--evaluate", action="store_true", help="also time evaluate() both ways")
     ap.add_argument("--eval-tokens", type=int, default=64)
+    ap.add_argument("--skip-throughput", action="store_true", help="with --evaluate: only that")
     args = ap.parse_args()
 
     import axislens
@@ -125,6 +126,9 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; float32")
     print(f"{args.requests} requests x {args.tokens} tokens, greedy, all submitted at once\n")
+    if args.skip_throughput and args.evaluate:
+        _evaluate(args, model, cap, cap_file, folder)
+        return
     runs = {}
     runs["stock"] = _vllm(args.vllm_python, folder, prompts, args.tokens, {}, "")
     runs["capped, default"] = _vllm(
@@ -167,6 +171,53 @@ def main() -> None:
         for a, b in zip(runs["capped, default"]["texts"], runs["stock"]["texts"], strict=True)
     )
     print(f"capped replies that differ from stock: {changed}/{len(prompts)}")
+    if args.evaluate:
+        _evaluate(args, model, cap, cap_file, folder)
+
+
+def _evaluate(args: argparse.Namespace, model, cap, cap_file: Path, folder: str) -> None:
+    import signal
+
+    from bench_engine import _free_port, start_vllm, wait_ready
+
+    import axislens
+    from axislens.collection.engines import OpenAIBackend
+    from axislens.evals.harness import Setting, evaluate
+
+    ev = axislens.load_eval_set()
+    settings = [Setting("cap", (axislens.cap_intervention(cap),))]
+    kw = dict(max_new_tokens=args.eval_tokens, batch_size=32, progress=False)
+    t0 = time.perf_counter()
+    local = evaluate(model, ev, settings, **kw)
+    t_local = time.perf_counter() - t0
+    port = _free_port()
+    server = argparse.Namespace(
+        vllm_python=args.vllm_python, model_folder=folder, served_name="bench", dtype="float32",
+        max_model_len=2048, tensor_parallel=1, device="cpu", vllm_log="/tmp/bench_vllm_iv.log",
+    )  # fmt: skip
+    proc, log = start_vllm(
+        server, port, ("--no-enable-prefix-caching",),
+        {"AXISLENS_VLLM_INTERVENTIONS": f"cap={cap_file}"},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(url, proc, log, 900)
+        t0 = time.perf_counter()
+        remote = evaluate(model, ev, settings, engine=OpenAIBackend(url, "bench"), **kw)
+        t_remote = time.perf_counter() - t0
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)
+    parts = f"{len(ev.attacks)} attacks, {len(ev.identity)} identity probes, {len(ev.qa)} QA"
+    print(f"\nevaluate on the shipped set ({parts}), baseline + cap, {args.eval_tokens} tokens:")
+    print(
+        f"  in-process {t_local:.1f} s, through vLLM {t_remote:.1f} s ({t_local / t_remote:.2f}x)"
+    )
+    print("  (both include the bridge's teacher-forced perplexity and KL passes)")
+    for a, b in zip(local.settings, remote.settings, strict=True):
+        same = sum(a.replies[k] == b.replies[k] for k in a.replies)
+        metrics = "identical" if dict(a.metrics) == dict(b.metrics) else "differ"
+        print(f"  {a.name}: {same}/{len(a.replies)} replies identical; metrics {metrics}")
 
 
 if __name__ == "__main__":
