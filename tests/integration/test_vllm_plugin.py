@@ -72,6 +72,7 @@ def test_engine_compiles_routes_updates_and_refuses(tmp_path):
     assert "['cap', 'cap_response', 'steer']" in r["unknown_name_error"], r
     assert "applies axislens intervention 'cap' to every request" in r["none_in_static_error"], r
     assert "wrong.safetensors" in r["mismatch_error"] and "width 64" in r["mismatch_error"], r
+    assert "--no-enable-prefix-caching" in r["prefix_caching_error"], r
     # debug fire counts equal the reference's but for tokens within 1e-4 of a threshold
     assert set(r["fires_ref"]) == {"1", "2"} and r["fires"]["0"] == 0, r  # layer 0: the steer's
     for la, n in r["fires_ref"].items():

@@ -23,14 +23,14 @@ import check_architectures as arch
 ROOT = Path(sys.argv[1])
 
 
-def llm(folder: Path, *, eager: bool = True):
+def llm(folder: Path, *, eager: bool = True, prefix_caching: bool = False):
     from axislens_vllm import routing
     from vllm import LLM
 
     routing._names.cache_clear()
     return LLM(
         model=str(folder), skip_tokenizer_init=True, dtype="float32", enforce_eager=eager,
-        enable_prefix_caching=False, max_model_len=128, max_num_batched_tokens=512, seed=0,
+        enable_prefix_caching=prefix_caching, max_model_len=128, max_num_batched_tokens=512, seed=0,
     )  # fmt: skip
 
 
@@ -252,6 +252,13 @@ def main() -> None:
     out["fires_ref"], out["fires_near"] = fire_reference(folder, half)
     del engine
     os.environ.pop("AXISLENS_VLLM_DEBUG")
+
+    # per-request routing with prefix caching on is refused at start
+    try:
+        llm(folder, prefix_caching=True)
+        out["prefix_caching_error"] = None
+    except Exception as e:
+        out["prefix_caching_error"] = f"{type(e).__name__}: {e}"
 
     # a model of another shape is refused at load
     bad = (torch.nn.functional.normalize(torch.randn(1, arch.N_LAYERS, 64), dim=-1),
