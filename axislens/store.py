@@ -66,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 import zlib
 from array import array
@@ -242,8 +243,10 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _json_shard_bytes(rows: list[dict[str, Any]]) -> bytes:
-    body = {"sha256": hashlib.sha256(_canonical(rows)).hexdigest(), "items": rows}
+def _json_shard_bytes(rows: list[dict[str, Any]], store_id: str | None = None) -> bytes:
+    body: dict[str, Any] = {"sha256": hashlib.sha256(_canonical(rows)).hexdigest(), "items": rows}
+    if store_id is not None:
+        body["store_id"] = store_id
     return (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()
 
 
@@ -259,13 +262,20 @@ def _rows_sha256(rows: list[Any]) -> str:
     return h.hexdigest()
 
 
-def _read_json_list(path: Path) -> list[dict[str, Any]]:
-    """A JSON shard's rows, checksum verified (a plain list is a shard from before checksums)."""
+def _read_json_list(path: Path, owner: _Owner | None = None) -> list[dict[str, Any]]:
+    """A JSON shard's rows, checksum verified (a plain list is a shard from before checksums),
+    and, given the store's ``owner``, checked to belong to that store."""
     try:
         with open(path, encoding="utf-8") as f:  # no extra bytes copy of a large shard
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StoreError(f"{path}: corrupt JSON shard ({type(err).__name__}: {err})") from None
+    if owner is not None:
+        owner.check(
+            path,
+            data.get("store_id") if isinstance(data, dict) else None,
+            checked=(isinstance(data, dict) and "sha256" in data),
+        )
     if isinstance(data, dict) and "items" in data and "sha256" in data:
         rows = data["items"]
         if not isinstance(rows, list):
@@ -566,6 +576,44 @@ def identity_differences(have: Any, want: Any, where: str) -> list[tuple[str, An
 class _ShardInfo:
     ids: tuple[str, ...]
     crc32: Mapping[str, Sequence[int]] | None  # None: shard from before checksums
+    digests: tuple[str, ...] | None = None  # per row: record_digest of its record; None: 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """The store a shard must belong to: its id, and the shards it held when it got one (a
+    store made before store ids is upgraded on its first write; its older shards carry no id)."""
+
+    store_id: str
+    legacy: frozenset[str]
+
+    def check(self, path: Path, shard_id: str | None, *, checked: bool) -> None:
+        if shard_id == self.store_id:
+            if not checked:
+                raise StoreError(f"{path}: shard without checksums in a store that has them")
+            return
+        if shard_id is None and path.name in self.legacy:
+            return
+        if shard_id is None:
+            raise StoreError(
+                f"{path}: shard without a store id in a store that has one ({self.store_id}): "
+                "copied in from elsewhere, or edited"
+            )
+        raise StoreError(
+            f"{path}: shard of another store ({shard_id}), not of this one ({self.store_id})"
+        )
+
+
+def record_digest(record: ItemRecord) -> str:
+    """sha256 (first 16 hex) of a record's messages: the text its activations are computed
+    from. Each activation row stores it; a row whose record has other text is stale."""
+    return hashlib.sha256(_canonical([dict(m) for m in record.messages])).hexdigest()[:16]
+
+
+def tokens_digest(ids: Sequence[int] | torch.Tensor) -> str:
+    """sha256 (first 16 hex) of token ids (as little-endian int64): the exact input of a row."""
+    t = torch.as_tensor(ids, dtype=torch.int64).flatten().contiguous()
+    return hashlib.sha256(t.numpy().astype("<i8").tobytes()).hexdigest()[:16]
 
 
 def _row_bytes(block: torch.Tensor) -> Any:
@@ -688,6 +736,17 @@ class ActivationStore:
             want = _jsonable(wanted)
             forced = identity_check(man_path, have, want, force=force)
             updated = {k: v for k, v in want.items() if k not in have}
+            if "store_id" not in have:  # a store from before ids: its shards so far are legacy
+                updated["store_id"] = uuid.uuid4().hex
+                updated["legacy_shards"] = sorted(
+                    p.name
+                    for sub, suffix in (
+                        ("items", "json"),
+                        ("scores", "json"),
+                        ("acts", "safetensors"),
+                    )
+                    for p in _shard_files(path / sub, suffix)
+                )
             for key in {f.split(".")[0] for f, _, _ in forced}:
                 updated[key] = _merge(have[key], want[key])
             if forced:
@@ -700,7 +759,8 @@ class ActivationStore:
                 atomic_write_json(man_path, {**have, **updated})
                 store.manifest = cls.open(path).manifest
             return store
-        atomic_write_json(man_path, _jsonable({"dtype": "float32", **wanted}))
+        fresh = {"dtype": "float32", **wanted, "store_id": uuid.uuid4().hex}
+        atomic_write_json(man_path, _jsonable(fresh))
         store.manifest = cls.open(path).manifest
         return store
 
@@ -736,6 +796,19 @@ class ActivationStore:
         return cls(path, manifest, writer=writer)
 
     # ------------------------------------------------------------------ properties
+    @property
+    def _owner(self) -> _Owner | None:
+        sid = self.manifest.get("store_id")
+        if sid is None:  # a store from before store ids, not yet written to by 0.3
+            return None
+        return _Owner(str(sid), frozenset(self.manifest.get("legacy_shards", ())))
+
+    @property
+    def store_id(self) -> str | None:
+        """This store's id (every shard carries it); ``None`` for a store made before ids."""
+        sid = self.manifest.get("store_id")
+        return None if sid is None else str(sid)
+
     def _field(self, name: str) -> Any:
         if name not in self.manifest:
             raise StoreError(
@@ -819,7 +892,7 @@ class ActivationStore:
         if self._records is None:
             out: dict[str, ItemRecord] = {}
             for shard in _shard_files(self.root / "items", "json"):
-                rows: list[Any] = _read_json_list(shard)
+                rows: list[Any] = _read_json_list(shard, self._owner)
                 for i, d in enumerate(rows):
                     rec = ItemRecord.from_json(d, where=f"{shard} item {i}")
                     out[rec.id] = rec
@@ -872,7 +945,9 @@ class ActivationStore:
         if not recs:
             return None
         self._hold()
-        path = _publish_new_shard(self.root / "items", "json", _json_shard_bytes(recs))
+        path = _publish_new_shard(
+            self.root / "items", "json", _json_shard_bytes(recs, self.manifest.get("store_id"))
+        )
         self._records = None
         return path
 
@@ -881,7 +956,7 @@ class ActivationStore:
         """Judge results by item id: ``{"score": int | None, "raw": str, "judge": str}``."""
         out: dict[str, dict[str, Any]] = {}
         for shard in _shard_files(self.root / "scores", "json"):
-            for d in _read_json_list(shard):
+            for d in _read_json_list(shard, self._owner):
                 out[str(d["id"])] = dict(d)
         return out
 
@@ -890,14 +965,25 @@ class ActivationStore:
         if not rows:
             return None
         self._hold()
-        return _publish_new_shard(self.root / "scores", "json", _json_shard_bytes(rows))
+        return _publish_new_shard(
+            self.root / "scores", "json", _json_shard_bytes(rows, self.manifest.get("store_id"))
+        )
 
     # ------------------------------------------------------------------ activations
     def append_activations(
-        self, ids: Sequence[str], tensors: Mapping[str, Float[Tensor, "sample layer d_model"]]
+        self,
+        ids: Sequence[str],
+        tensors: Mapping[str, Float[Tensor, "sample layer d_model"]],
+        *,
+        records: Sequence[ItemRecord] | None = None,
+        tokens: Sequence[Sequence[int] | Tensor] | None = None,
     ) -> Path:
         """Write one activation shard: ``{hook: [len(ids), n_layers, d_model]}``, cast to the
-        storage dtype, with checksums, under a fresh shard name."""
+        storage dtype, with checksums and the store's id, under a fresh shard name.
+
+        ``records`` (one per id) and ``tokens`` (the token ids each row was computed from) tie
+        every row to its input: the shard stores :func:`record_digest` and :func:`tokens_digest`
+        per row, and a read refuses a row whose record's text has changed since."""
         for hook, t in tensors.items():
             if hook not in self.hooks:
                 raise StoreError(
@@ -928,6 +1014,20 @@ class ActivationStore:
             "ids_sha256": hashlib.sha256(ids_json.encode()).hexdigest(),
             "crc32": json.dumps({h: _row_crcs(t) for h, t in payload.items()}),
         }
+        if self.manifest.get("store_id") is not None:
+            meta["store_id"] = str(self.manifest["store_id"])
+        for key, values, digest in (
+            ("records_sha256", records, record_digest),
+            ("tokens_sha256", tokens, tokens_digest),
+        ):
+            if values is not None:
+                if len(values) != len(ids):
+                    raise StoreError(
+                        f"{self.root}: {len(values)} {key.split('_')[0]} for {len(ids)} ids"
+                    )
+                meta[key] = json.dumps([digest(v) for v in values])  # type: ignore[arg-type]
+        if records is not None and [r.id for r in records] != list(ids):
+            raise StoreError(f"{self.root}: records= are not the records of ids=, in order")
         self._hold()
         path = _publish_new_shard(
             self.root / "acts", "safetensors", st_save(payload, metadata=meta)
@@ -942,6 +1042,9 @@ class ActivationStore:
             return info
         with safe_open(str(shard), framework="pt") as f:
             meta = f.metadata() or {}
+            owner = self._owner
+            if owner is not None:
+                owner.check(shard, meta.get("store_id"), checked="crc32" in meta)
             ids_json = meta["ids"]
             if "ids_sha256" in meta and (
                 hashlib.sha256(ids_json.encode()).hexdigest() != meta["ids_sha256"]
@@ -964,7 +1067,12 @@ class ActivationStore:
             )
             if crc is not None and any(len(crc.get(h, ())) != len(ids) for h in held):
                 raise StoreError("row checksums do not match the item ids")
-        info = _ShardInfo(ids, crc)
+            digests = (
+                tuple(json.loads(meta["records_sha256"])) if "records_sha256" in meta else None
+            )
+            if digests is not None and len(digests) != len(ids):
+                raise StoreError("record digests do not match the item ids")
+        info = _ShardInfo(ids, crc, digests)
         self._shards[shard] = info
         return info
 
@@ -1010,7 +1118,7 @@ class ActivationStore:
                         continue
                     raise StoreError(
                         f"corrupt activation shard {shard} ({type(err).__name__}: {err}); run "
-                        f"`axislens collect` again on this store to recompute it"
+                        f"`axislens store repair {self.root}` to recompute it"
                     ) from None
                 for row, rid in enumerate(ids):
                     index[rid] = (shard, row)
@@ -1064,7 +1172,7 @@ class ActivationStore:
         for sub in ("items", "scores"):
             for shard in _shard_files(self.root / sub, "json"):
                 try:
-                    _read_json_list(shard)
+                    _read_json_list(shard, self._owner)
                 except StoreError:
                     self._hold()
                     _move_aside(shard)
@@ -1075,8 +1183,11 @@ class ActivationStore:
         self._act_index = None
         self._shards.clear()
         index = self._activation_index(repair=True, full=full)
+        stale = self.stale_ids()
+        for rid in stale:  # rows of another record's text: recomputed, never kept
+            del index[rid]
         after = {p.name for p in _shard_files(self.root / "acts", "safetensors")}
-        if before == after:
+        if before == after and not stale:
             return []
         return sorted(set(self.records()) - set(index))
 
@@ -1113,6 +1224,7 @@ class ActivationStore:
             if rid not in index:
                 raise StoreError(f"{self.root}: no activations stored for item {rid!r}")
             shard, row = index[rid]
+            self._check_row_record(shard, row, rid)
             by_shard.setdefault(shard, {}).setdefault(row, []).append(pos)
         for shard, rows in by_shard.items():
             try:
@@ -1131,11 +1243,58 @@ class ActivationStore:
                         else:
                             out.index_copy_(0, torch.tensor(dest), picked.to(dtype))
             except Exception as err:
+                self._forget_verified(shard)
                 raise StoreError(
                     f"corrupt activation shard {shard} ({type(err).__name__}: {err}); run "
-                    f"`axislens collect` again on this store to recompute it"
+                    f"`axislens store repair {self.root}` to recompute it"
                 ) from None
         return out
+
+    def _check_row_record(self, shard: Path, row: int, rid: str) -> None:
+        """The row was computed from the item's current record (rows from 0.2 carry no digest)."""
+        digests = self._shard_info(shard).digests
+        if digests is None:
+            return
+        rec = self.records().get(rid)
+        if rec is not None and digests[row] != record_digest(rec):
+            raise StoreError(
+                f"{shard}: the activations of item {rid!r} were computed from other text than its "
+                f"record in {self.root / 'items'} (a record or shard copied in, or edited); run "
+                f"`axislens store repair {self.root}` to recompute them"
+            )
+
+    def stale_ids(self) -> set[str]:
+        """Items whose newest activation row was computed from other text than their record."""
+        records = self.records()
+        out = set()
+        for rid, (shard, row) in self._activation_index().items():
+            digests = self._shard_info(shard).digests
+            rec = records.get(rid)
+            if digests is not None and rec is not None and digests[row] != record_digest(rec):
+                out.add(rid)
+        return out
+
+    def _forget_verified(self, shard: Path) -> None:
+        """Drop ``shard`` from the verified ledger after a failed read, so the next repair (any
+        ``axislens collect`` on this store) checks every row of it again (best effort)."""
+        path = self.root / "acts" / _LEDGER
+        ledger = _read_ledger(path)
+        if shard.name not in ledger:
+            return
+        held = self._release is not None and self._release.alive
+        try:
+            self._hold()
+        except (StoreError, OSError):
+            return
+        try:
+            atomic_write_json(
+                path, _ledger_json({k: v for k, v in ledger.items() if k != shard.name})
+            )
+        except OSError:
+            pass
+        finally:
+            if not held:
+                self.close()
 
     def iter_activations(
         self,

@@ -430,7 +430,12 @@ def collect(
                 hooks=hooks,
                 layers=layer_list,
             )
-            store.append_activations([p.record.id for p in chunk], means)
+            store.append_activations(
+                [p.record.id for p in chunk],
+                means,
+                records=[p.record for p in chunk],
+                tokens=[p.ids for p in chunk if p.ids is not None],
+            )
             store.append_records([p.record for p in chunk if p.record.id in stale])
             tokens += sum(p.record.n_tokens for p in chunk)
             bar.update(len(chunk))

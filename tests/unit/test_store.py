@@ -572,3 +572,163 @@ def test_block_read_equals_row_by_row_read(tmp_path, dtype):
         assert torch.equal(got, _rowwise(store, pick, cols))
     assert torch.equal(store.activations(ids=ids), _rowwise(store, ids, [0, 1, 2]))
     assert store.activations(ids=[]).shape == (0, 3, D)
+
+
+# --------------------------------------------------------------------------- store and row identity
+
+
+def _fill_with_records(root: Path, ids: list[str], *, text: str = "ok", shard: int = 3):
+    store = ActivationStore.create(root, _manifest())
+    recs = [_rec(i, text=text) for i in ids]
+    store.append_records(recs)
+    for k in range(0, len(ids), shard):
+        part = recs[k : k + shard]
+        store.append_activations(
+            [r.id for r in part],
+            {"resid_post": torch.stack([_value(r.id) for r in part])},
+            records=part,
+            tokens=[[1, 2, len(r.id)] for r in part],
+        )
+    store.close()
+    return ActivationStore.open(root)
+
+
+def test_every_shard_carries_the_store_id(tmp_path):
+    store = _fill_with_records(tmp_path / "s", ["a", "b", "c", "d"])
+    sid = store.store_id
+    assert sid and len(sid) == 32
+    for shard in (tmp_path / "s" / "acts").glob("*.safetensors"):
+        with safe_open(str(shard), framework="pt") as f:
+            meta = f.metadata()
+        assert meta["store_id"] == sid and len(json.loads(meta["records_sha256"])) in (3, 1)
+        assert len(json.loads(meta["tokens_sha256"])) in (3, 1)
+    for shard in (tmp_path / "s" / "items").glob("*.json"):
+        assert json.loads(shard.read_text())["store_id"] == sid
+    assert _fill_with_records(tmp_path / "t", ["a"]).store_id != sid
+
+
+def test_a_shard_copied_from_another_store_is_refused_and_collect_recomputes(tiny_llama, tmp_path):
+    """The reproduction: another store's shard under our shard name read as ours."""
+    import shutil
+
+    from axislens.collection.activations import collect
+
+    def convs(tag):
+        return [
+            [
+                {"role": "user", "content": f"{tag} q{i}"},
+                {"role": "assistant", "content": f"a{i} " * 3},
+            ]
+            for i in range(6)
+        ]
+
+    collect(tiny_llama, convs("mine"), tmp_path / "s", batch_size=3, progress=False)
+    collect(tiny_llama, convs("other"), tmp_path / "o", batch_size=3, progress=False)
+    before = ActivationStore.open(tmp_path / "s").activations(kind="conversation")
+    target = tmp_path / "s" / "acts" / "00001.safetensors"
+    shutil.copy(tmp_path / "o" / "acts" / "00000.safetensors", target)
+    with pytest.raises(StoreError, match=rf"{target.name}.*shard of another store"):
+        ActivationStore.open(tmp_path / "s").activations(kind="conversation")
+    summary = collect(tiny_llama, convs("mine"), tmp_path / "s", batch_size=3, progress=False)
+    assert summary.collected == 3 and summary.reused == 3
+    after = ActivationStore.open(tmp_path / "s").activations(kind="conversation")
+    assert torch.equal(after, before)  # exact: the same forward recomputes the same rows
+
+
+def test_a_record_shard_copied_from_another_store_is_refused(tmp_path):
+    import shutil
+
+    _fill_with_records(tmp_path / "s", ["a", "b"])
+    _fill_with_records(tmp_path / "o", ["a", "b"], text="another run's reply")
+    target = tmp_path / "s" / "items" / "00001.json"
+    shutil.copy(tmp_path / "o" / "items" / "00000.json", target)
+    with pytest.raises(StoreError, match=rf"{target.name}: shard of another store"):
+        ActivationStore.open(tmp_path / "s").records()
+    store = ActivationStore.open(tmp_path / "s")
+    store.repair()  # moves it aside: the store's own records remain
+    assert {r.response for r in store.records().values()} == {"ok"}
+    assert (target.parent / (target.name + ".corrupt")).exists()
+
+
+def test_a_row_whose_record_changed_is_refused_and_repair_returns_it(tmp_path):
+    store = _fill_with_records(tmp_path / "s", ["a", "b", "c"])
+    store.append_records([_rec("b", text="an edited reply")])  # newer record, same id
+    store.close()
+    store = ActivationStore.open(tmp_path / "s")
+    store.activations(ids=["a", "c"])  # untouched items read
+    with pytest.raises(StoreError, match=r"item 'b' were computed from other text"):
+        store.activations(ids=["a", "b"])
+    assert store.stale_ids() == {"b"}
+    assert store.repair() == ["b"] and store.collected_ids() == {"a", "c"}
+
+
+def test_a_shard_without_checksums_or_id_is_refused_in_a_store_that_has_them(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _fill_with_records(tmp_path / "s", ["a", "b", "c"])
+    shard = tmp_path / "s" / "acts" / "00000.safetensors"
+    with safe_open(str(shard), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(shard))
+    save_file(tensors, str(shard), metadata={k: v for k, v in meta.items() if k != "crc32"})
+    with pytest.raises(StoreError, match="shard without checksums in a store that has them"):
+        ActivationStore.open(tmp_path / "s").activations(ids=["a"])
+    save_file(tensors, str(shard), metadata={k: v for k, v in meta.items() if k != "store_id"})
+    with pytest.raises(StoreError, match="shard without a store id"):
+        ActivationStore.open(tmp_path / "s").activations(ids=["a"])
+
+
+def test_a_store_from_before_ids_reads_and_is_upgraded_on_its_first_write(tmp_path):
+    """0.2 stores: no store id in the manifest or shards. They read as before; the first write
+    gives the store an id and lists its shards as legacy; a later id-less shard is refused."""
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path / "s"
+    _fill(root, ["a", "b", "c", "d"], shard=2)
+    man = json.loads((root / "manifest.json").read_text())
+    del man["store_id"]
+    (root / "manifest.json").write_text(json.dumps(man))
+    for shard in (root / "acts").glob("*.safetensors"):  # as 0.2 wrote them
+        with safe_open(str(shard), framework="pt") as f:
+            meta = {k: v for k, v in f.metadata().items() if k != "store_id"}
+        save_file(load_file(str(shard)), str(shard), metadata=meta)
+    for shard in (root / "items").glob("*.json"):
+        body = json.loads(shard.read_text())
+        del body["store_id"]
+        shard.write_text(json.dumps(body))
+    old = ActivationStore.open(root)
+    assert old.store_id is None
+    want = old.activations(ids=["a", "b", "c", "d"])
+    upgraded = ActivationStore.create(root, _manifest())
+    assert upgraded.store_id is not None
+    assert sorted(upgraded.manifest["legacy_shards"]) == [
+        "00000.json", "00000.safetensors", "00001.safetensors",
+    ]  # fmt: skip
+    upgraded.append_activations(["e"], {"resid_post": _value("e")[None]})
+    upgraded.close()
+    again = ActivationStore.open(root)
+    assert torch.equal(again.activations(ids=["a", "b", "c", "d"]), want)
+    stray = root / "acts" / "00009.safetensors"
+    shutil_src = root / "acts" / "00000.safetensors"
+    stray.write_bytes(shutil_src.read_bytes())  # an id-less shard that was not there before
+    with pytest.raises(StoreError, match=rf"{stray.name}: shard without a store id"):
+        ActivationStore.open(root).collected_ids()
+
+
+def test_bit_rot_after_verification_is_caught_by_the_next_collect(tmp_path):
+    """A verified shard flips a byte, keeping size, mtime and inode (disk corruption): the read
+    error names `axislens store repair`, and the failed read drops the shard from the verified
+    ledger, so the next (ledger) repair, as in any `axislens collect`, re-checks it."""
+    root = tmp_path / "s"
+    ids = [f"i{k:02d}" for k in range(9)]
+    _fill_with_records(root, ids)
+    assert ActivationStore.open(root).repair() == []
+    shard = root / "acts" / "00001.safetensors"
+    st = shard.stat()
+    _rewrite_with_flip(shard, _data_offset(shard) + 2 * D * 4 + 1, mtime_ns=st.st_mtime_ns)
+    assert shard.stat().st_ino == st.st_ino and shard.stat().st_size == st.st_size
+    assert ActivationStore.open(root).repair() == []  # the ledger vouches for it: not re-read
+    with pytest.raises(StoreError, match=rf"crc32.*run `axislens store repair {root}`"):
+        ActivationStore.open(root).activations(ids=ids)
+    assert "00001.safetensors" not in _ledger(root)["shards"]
+    assert ActivationStore.open(root).repair() == ids[3:6]

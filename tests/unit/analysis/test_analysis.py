@@ -271,18 +271,30 @@ def test_role_vectors_fields(planted):
 # --------------------------------------------------------------------------- bad input
 
 
+def _write_own_shard(store, rid, row):
+    """A shard that overrides ``rid`` with ``row``, written directly (append_activations refuses
+    non-finite values), with this store's id and a valid checksum: a value the model produced,
+    not disk damage."""
+    from axislens.store import _row_crcs
+
+    save_file(
+        {"resid_post": row[None]},
+        str(store.root / "acts" / "99999.safetensors"),
+        metadata={
+            "ids": json.dumps([rid]),
+            "store_id": store.store_id,
+            "crc32": json.dumps({"resid_post": _row_crcs(row[None])}),
+        },
+    )
+
+
 def test_nan_activation_refused_with_role_and_item(tmp_path):
     p = Planted(n_roles=4)
     store = p.store(tmp_path / "s")
     rid = "role/role02/p0/q001"
     bad = torch.from_numpy(p.acts[rid].copy())
     bad[1, 3] = float("nan")
-    # a later shard overrides the item; written directly (append_activations refuses NaN)
-    save_file(
-        {"resid_post": bad[None]},
-        str(store.root / "acts" / "99999.safetensors"),
-        metadata={"ids": json.dumps([rid])},
-    )
+    _write_own_shard(store, rid, bad)
     store = ActivationStore.open(store.root)
     with pytest.raises(ValueError, match=r"item 'role/role02/p0/q001' \(role 'role02'.*at layer 1"):
         assistant_axis(store, min_count=1, adjust="none")
@@ -294,11 +306,7 @@ def test_inf_activation_refused(tmp_path):
     rid = "default/p0/q004"
     bad = torch.from_numpy(p.acts[rid].copy())
     bad[2, 0] = float("inf")
-    save_file(
-        {"resid_post": bad[None]},
-        str(store.root / "acts" / "99999.safetensors"),
-        metadata={"ids": json.dumps([rid])},
-    )
+    _write_own_shard(store, rid, bad)
     with pytest.raises(ValueError, match=r"'default/p0/q004' \(role 'default'.*layer 2"):
         role_vectors(ActivationStore.open(store.root), min_count=1, adjust="none")
 
