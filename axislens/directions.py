@@ -652,10 +652,15 @@ class CapConfig:
     def load(cls, path: PathLike) -> CapConfig:
         """Read a cap written by :meth:`save`."""
         path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such CapConfig file")
         try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a JSON CapConfig ({exc})") from exc
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            hint = " (a CapConfig is the .json file; its direction sits beside it)"
+            raise ValueError(
+                f"{path}: not a JSON CapConfig ({type(exc).__name__}){hint if path.suffix != '.json' else ''}"
+            ) from None
         if not isinstance(record, dict) or record.get("format") != CAP_FORMAT:
             raise ValueError(f"{path}: not an axislens CapConfig file (no format={CAP_FORMAT!r})")
         if record.get("convention") != "floor":

@@ -98,7 +98,11 @@ __all__ = [
     "Writer",
     "atomic_write_bytes",
     "atomic_write_json",
+    "canonical_hooks",
+    "check_not_in_use",
     "check_writable",
+    "record_digest",
+    "tokens_digest",
 ]
 
 FORMAT_VERSION = 1
@@ -818,7 +822,7 @@ class ActivationStore:
 
     @property
     def hooks(self) -> tuple[str, ...]:
-        return tuple(self._field("hooks"))
+        return canonical_hooks(self._field("hooks"))
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -1191,6 +1195,45 @@ class ActivationStore:
             return []
         return sorted(set(self.records()) - set(index))
 
+    def verify(self) -> list[str]:
+        """Check everything, write nothing: every JSON shard's checksum and owner, every
+        activation shard's header, owner and every row's crc32, and every newest row against
+        its record's text. Returns one line per problem (empty: the store is sound)."""
+        problems: list[str] = []
+        for sub in ("items", "scores"):
+            for shard in _shard_files(self.root / sub, "json"):
+                try:
+                    _read_json_list(shard, self._owner)
+                except StoreError as err:
+                    problems.append(str(err))
+        index: dict[str, tuple[Path, int]] = {}
+        self._shards.clear()
+        for shard in _shard_files(self.root / "acts", "safetensors"):
+            try:
+                info = self._shard_info(shard)
+                self._verify_shard(shard)
+            except Exception as err:
+                self._shards.pop(shard, None)
+                problems.append(f"{shard}: {type(err).__name__}: {err}")
+                continue
+            for row, rid in enumerate(info.ids):
+                index[rid] = (shard, row)
+        self._records = None
+        try:
+            records = self.records()
+        except StoreError:
+            records = None  # its shard's problem is listed above
+        if records is not None:
+            for rid, (shard, row) in sorted(index.items()):
+                digests = self._shard_info(shard).digests
+                rec = records.get(rid)
+                if digests is not None and rec is not None and digests[row] != record_digest(rec):
+                    problems.append(
+                        f"{shard}: row {row} (item {rid!r}) was computed from other text than "
+                        "its record"
+                    )
+        return problems
+
     def collected_ids(self) -> set[str]:
         return set(self._activation_index())
 
@@ -1357,6 +1400,16 @@ def _merge(have: Any, want: Any) -> Any:
     return want
 
 
+def canonical_hooks(hooks: Iterable[str]) -> tuple[str, ...]:
+    """Hook names without repeats, sorted: the one form a store records and compares
+    (``["resid_post", "resid_post"]`` and ``["resid_post"]`` are the same store).
+
+    >>> canonical_hooks(["resid_post", "attn_out", "resid_post"])
+    ('attn_out', 'resid_post')
+    """
+    return tuple(sorted(set(hooks)))
+
+
 def identity_check(
     man_path: Path, have: Mapping[str, Any], wanted: Mapping[str, Any], *, force: bool = False
 ) -> list[tuple[str, Any, Any]]:
@@ -1368,6 +1421,13 @@ def identity_check(
     for key in IDENTITY_FIELDS:
         if key not in want or key not in have:
             continue
+        if (
+            key == "hooks"
+            and isinstance(have[key], list)
+            and isinstance(want[key], list)
+            and canonical_hooks(have[key]) == canonical_hooks(want[key])
+        ):
+            continue  # the same hooks: repeats and order do not make another store
         for field_, a, b in identity_differences(have[key], want[key], key):
             if force and key in FORCEABLE_FIELDS:
                 forced.append((field_, a, b))
@@ -1379,6 +1439,23 @@ def identity_check(
                 f"store{hint}"
             )
     return forced
+
+
+def check_not_in_use(root: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreError` if another live process holds the store at ``root`` (nothing is
+    taken or written: run it before slow work, such as loading a model, that a refused write
+    would waste; the write itself still takes the lock)."""
+    key = Path(root).resolve()
+    files = [key / ".lock"]
+    if (key / ".writers").is_dir():
+        files += sorted((key / ".writers").glob("*.json"))
+    for path in files:
+        holder = _read_holder(path)
+        if not holder or not _alive(holder):
+            continue
+        if holder.get("pid") == os.getpid() and holder.get("host") == _HOST:
+            continue
+        raise _in_use(Path(root), path, holder)
 
 
 def check_writable(root: str | os.PathLike[str]) -> None:
@@ -1394,6 +1471,6 @@ def check_writable(root: str | os.PathLike[str]) -> None:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise StoreError(f"{path}: cannot create the store ({probe} is not a folder)")
+        raise StoreError(f"{path}: cannot create this folder ({probe} is not a folder)")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise StoreError(f"{path}: cannot write the store ({probe} is not writable)")
+        raise StoreError(f"{path}: cannot write this folder ({probe} is not writable)")

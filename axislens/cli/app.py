@@ -314,6 +314,21 @@ def load_direction(path: str) -> Any:
     return Direction.from_torch(path) if Path(path).suffix == ".pt" else Direction.load(path)
 
 
+def check_cap_file(path: str, experiment: str | None) -> None:
+    """Everything about ``--cap`` that can be checked before the model loads: a CapConfig file
+    is read whole (with its direction); a ``capping_config.pt`` must exist and have
+    ``--experiment`` (its layer count comes from the model)."""
+    from axislens.directions import CapConfig
+
+    if Path(path).suffix == ".pt":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such capping config")
+        if experiment is None:
+            raise ValueError(f"{path}: a capping_config.pt needs --experiment (an id or an index)")
+        return
+    CapConfig.load(path)
+
+
 def load_cap(path: str, experiment: str | None, n_layers: int) -> Any:
     """A CapConfig file (:meth:`CapConfig.save`), or a public ``capping_config.pt`` with
     ``--experiment`` (an id or an index)."""
@@ -657,6 +672,7 @@ _PLUGINS = (
     "axislens.cli.monitor",
     "axislens.cli.serve",
     "axislens.cli.export",
+    "axislens.cli.store",
 )
 
 

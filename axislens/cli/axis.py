@@ -85,9 +85,11 @@ def _cmd_axis(args: argparse.Namespace) -> int:
     from axislens.jobs.axis import run_axis
     from axislens.model.layers import parse_layers
     from axislens.plots.reports import balance_rows, stability_row, weak_axis_warning
+    from axislens.store import check_writable
 
     if args.cap_layers is not None:
         parse_layers(args.cap_layers, "--cap-layers")  # syntax errors before reading the store
+    check_writable(args.out)  # an unwritable --out fails now, not after the computation
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = run_axis(

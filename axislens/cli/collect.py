@@ -184,9 +184,10 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     elif args.judge_url or args.judge_model:
         raise ValueError("--judge-url/--judge-model need --judge openai")
     from axislens.collection.launch import current_launch
-    from axislens.store import check_writable
+    from axislens.store import check_not_in_use, check_writable
 
     check_writable(args.out)
+    check_not_in_use(args.out)  # another run writing here: refused before the model loads
     launch = current_launch()  # accelerate launch / torchrun: one GPU per rank
     args.device = launch.device(args.device)
     check_device(args.device)

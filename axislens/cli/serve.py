@@ -22,6 +22,7 @@ from typing import Any
 
 from axislens.cli.app import (
     add_model_args,
+    check_cap_file,
     command,
     layers,
     load_cap,
@@ -140,8 +141,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _coeff(args.steer[1])
     if args.monitor_layers is not None and not (args.axis or args.cap or args.steer):
         raise ValueError("--monitor-layers needs an axis: give --axis, --cap or --steer")
-    if args.cap and args.cap.endswith(".pt") and args.experiment is None:
-        raise ValueError(f"{args.cap}: a capping_config.pt needs --experiment (an id or an index)")
+    if args.cap:
+        check_cap_file(args.cap, args.experiment)
     if not args.api_key and not is_loopback(args.host):
         raise ValueError(f"--host {args.host} listens beyond loopback: it needs --api-key")
     model = load_from_args(args)

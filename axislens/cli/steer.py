@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from axislens.cli.app import (
     add_model_args,
     add_sampling_args,
+    check_cap_file,
     command,
     layers,
     load_cap,
@@ -190,6 +191,7 @@ def _cmd_cap(args: argparse.Namespace) -> int:
     from axislens.interventions.attach import cap_intervention
 
     sampling_from_args(args)
+    check_cap_file(args.cap, args.experiment)  # before the model loads
     model = load_from_args(args)
     cap_config = load_cap(args.cap, args.experiment, int(model.cfg.n_layers))
     iv = cap_intervention(cap_config, positions=args.positions)

@@ -42,7 +42,14 @@ from axislens.model.chat import (
 from axislens.model.layers import hook_name, resolve_layers
 from axislens.model.loading import model_provenance
 from axislens.model.protocol import Model
-from axislens.store import ActivationStore, ItemRecord, SharedWriter, StoreError, Writer
+from axislens.store import (
+    ActivationStore,
+    ItemRecord,
+    SharedWriter,
+    StoreError,
+    Writer,
+    canonical_hooks,
+)
 
 __all__ = [
     "AllTurnsSpan",
@@ -297,7 +304,7 @@ def collection_manifest(
 
     return {
         "model": model_provenance(model).to_dict(),
-        "hooks": list(hooks),
+        "hooks": list(canonical_hooks(hooks)),
         "layers": list(layers),
         "span": policy.name,
         "d_model": int(model.cfg.d_model),
@@ -362,7 +369,7 @@ def collect(
     """
     t0 = time.perf_counter()
     n_layers = int(model.cfg.n_layers)
-    hooks = tuple(hooks)
+    hooks = canonical_hooks(hooks)
     if not hooks:
         raise ValueError("hooks: expected at least one hook")
     for h in hooks:

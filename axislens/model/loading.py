@@ -55,6 +55,7 @@ __all__ = [
     "cache_dir",
     "check_chat_model",
     "load_model",
+    "model_name_for",
     "model_provenance",
     "prepare_model",
     "tiny_model",
@@ -556,6 +557,21 @@ def load_model(
             f"reachable, or pass a local folder; embedded models: {', '.join(EMBEDDED_MODELS)}"
         ) from None
     return _finish(bridge, prov, processing, dtype)
+
+
+def model_name_for(provenance: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``(name, revision)`` to pass to :func:`load_model` for a recorded
+    :class:`ModelProvenance` (a store's or a vector's ``model`` field): the embedded model's
+    name, the local folder, or the hub id."""
+    source, model_id = provenance.get("source"), str(provenance.get("model_id", ""))
+    if source == "embedded":
+        for name, spec in EMBEDDED_MODELS.items():
+            if spec.hf_id == model_id and spec.sha256 == provenance.get("weights_sha256"):
+                return name, None
+        raise ModelError(f"no embedded model {model_id!r} with these weights in this axislens")
+    if source in ("local", "hub") and model_id:
+        return model_id, provenance.get("revision")
+    raise ModelError(f"cannot load the recorded model {model_id!r} (source {source!r}); pass one")
 
 
 @dataclass(frozen=True)

@@ -732,3 +732,38 @@ def test_bit_rot_after_verification_is_caught_by_the_next_collect(tmp_path):
         ActivationStore.open(root).activations(ids=ids)
     assert "00001.safetensors" not in _ledger(root)["shards"]
     assert ActivationStore.open(root).repair() == ids[3:6]
+
+
+def test_duplicate_hooks_are_one_store_and_an_old_manifest_with_them_resumes(tiny_llama, tmp_path):
+    from axislens.collection.activations import collect
+
+    convs = [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a b c"}]]
+    collect(tiny_llama, convs, tmp_path / "s", hooks=["resid_post", "resid_post"], progress=False)
+    assert ActivationStore.open(tmp_path / "s").manifest["hooks"] == ["resid_post"]
+    # a 0.2 manifest that recorded the repeat still resumes with the plain hook list
+    man = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    man["hooks"] = ["resid_post", "resid_post"]
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(man))
+    summary = collect(tiny_llama, convs, tmp_path / "s", hooks=["resid_post"], progress=False)
+    assert summary.reused == 1 and ActivationStore.open(tmp_path / "s").hooks == ("resid_post",)
+    with pytest.raises(StoreError, match="field 'hooks' differs"):
+        collect(tiny_llama, convs, tmp_path / "s", hooks=["mlp_out"], progress=False)
+
+
+def test_store_cli_verify_and_info_write_nothing(tmp_path, capsys):
+    from axislens.cli import main
+
+    root = tmp_path / "s"
+    ids = [f"i{k:02d}" for k in range(6)]
+    _fill_with_records(root, ids)
+    files = sorted(p.name for p in root.rglob("*"))
+    assert main(["store", "verify", str(root)]) == 0
+    assert "sound" in capsys.readouterr().out
+    assert main(["store", "info", str(root)]) == 0
+    assert "6 items" in capsys.readouterr().out
+    shard = root / "acts" / "00001.safetensors"
+    _flip(shard, _data_offset(shard) + 7)
+    assert main(["store", "verify", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert shard.name in out and "crc32" in out and "1 problem(s)" in out
+    assert sorted(p.name for p in root.rglob("*")) == files  # nothing moved, nothing written

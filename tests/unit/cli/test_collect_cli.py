@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -227,3 +229,35 @@ def test_run_collect_prefill_mode_and_model_judge(tiny_llama, tmp_path) -> None:
     assert s2.judge is not None and s2.judge.stored == len(answered)
     assert s2.judge.judge == ModelJudge(tiny_llama).name
     assert set(store2.scores()) == set(answered)
+
+
+def test_a_second_writer_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """Another live process holds the store: `axislens collect` says so before loading anything."""
+    import json
+    import socket
+    import subprocess
+
+    from axislens.cli import app
+
+    root = tmp_path / "s"
+    ActivationStore.create(root, {"model": {"model_id": "x"}}).close()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        stat = Path(f"/proc/{other.pid}/stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]
+        holder = {
+            "pid": other.pid,
+            "host": socket.gethostname(),
+            "start": start,
+            "mode": "exclusive",
+        }
+        (root / ".lock").write_text(json.dumps(holder))
+        monkeypatch.setattr(app, "load_from_args", lambda args: pytest.fail("the model was loaded"))
+        argv = ["collect", "--out", str(root), "--roles", "ghost", "--prompts", "1",
+                "--questions", "1", "--yes", "--quiet"]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"store in use by pid {other.pid}" in err and "Traceback" not in err
+    finally:
+        other.kill()
+        other.wait()

@@ -3,6 +3,7 @@ and bad combinations are one-line errors."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from axislens.cli.app import main
@@ -79,3 +80,24 @@ def test_bad_combinations_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_bad_cap_and_out_paths_fail_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    """`cap --cap /nonexistent`, a garbage cap file and `axis --out` into an unwritable place are
+    one-line errors naming the path, raised before the (slow) model load or computation."""
+    from axislens.cli import app
+
+    monkeypatch.setattr(app, "load_from_args", lambda args: pytest.fail("the model was loaded"))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x89\xff\x00not a cap")
+    cases = [
+        (["cap", "--cap", str(tmp_path / "none.json"), "hi"], "no such CapConfig file"),
+        (["cap", "--cap", str(tmp_path / "none.pt"), "--experiment", "0", "hi"], "no such capping config"),
+        (["cap", "--cap", str(garbage), "hi"], f"{garbage}: not a JSON CapConfig"),
+        (["serve", "--cap", str(tmp_path / "none.json")], "no such CapConfig file"),
+        (["axis", "--store", str(tmp_path), "--out", "/proc/1/x"], "/proc/1/x: cannot write"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
