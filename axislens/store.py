@@ -148,7 +148,8 @@ def _umask() -> int:
 
 def _write_temp(folder: Path, name: str, data: bytes) -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    # the writer's pid in the name: a later writer removes what a killed one left (_sweep_temps)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.{os.getpid()}-", suffix=".tmp")
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would (0644 under the
         # usual umask 022) before it is renamed into place: stores and reports are shared.
@@ -426,6 +427,31 @@ def _acquire(root: Path, writer: Writer) -> Path:
         return key
 
 
+_TEMP = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$")
+
+
+def _sweep_temps(root: Path, *, exclusive: bool) -> int:
+    """Remove temporary files that killed writers left (a write publishes its temp file or
+    removes it): those of dead pids, and under the exclusive lock every one (no one else is
+    writing; 0.2's names carry no pid). Returns how many went."""
+    gone = 0
+    for folder in (root, root / "items", root / "acts", root / "scores"):
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(".*.tmp"):
+            m = _TEMP.match(p.name)
+            stale = exclusive or (
+                m is not None
+                and int(m.group(1)) != os.getpid()
+                and not _alive({"pid": m.group(1), "host": _HOST})
+            )
+            if stale and not (m is not None and int(m.group(1)) == os.getpid()):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    gone += 1
+    return gone
+
+
 def _release(key: Path) -> None:
     with _LEASES_LOCK:
         lease = _LEASES.get(key)
@@ -552,11 +578,22 @@ def _move_aside(shard: Path) -> None:
 
 # Manifest fields that must agree before items are appended to an existing store: the store's
 # identity. ``personas`` holds the catalogue hashes, ``generation`` the sampling settings
-# (temperature, top-p, seed, max tokens, engine); ``model`` the weights hash of local folders.
-IDENTITY_FIELDS = ("model", "hooks", "layers", "span", "d_model", "dtype", "personas", "generation")
+# (temperature, top-p, seed, max tokens, engine); ``model`` the weights hash of local folders;
+# ``collection`` the batch size (padding changes a row by up to ~1e-4).
+IDENTITY_FIELDS = (
+    "model",
+    "hooks",
+    "layers",
+    "span",
+    "d_model",
+    "dtype",
+    "personas",
+    "generation",
+    "collection",
+)
 #: Identity fields that ``force=True`` may override (provenance); the others shape the stored
 #: tensors, so a store can never hold two values of them.
-FORCEABLE_FIELDS = ("model", "personas", "generation")
+FORCEABLE_FIELDS = ("model", "personas", "generation", "collection")
 
 
 def identity_differences(have: Any, want: Any, where: str) -> list[tuple[str, Any, Any]]:
@@ -680,6 +717,7 @@ class ActivationStore:
         if self._release is None or not self._release.alive:
             key = _acquire(self.root, self.writer)
             self._release = weakref.finalize(self, _release, key)
+            _sweep_temps(self.root, exclusive=isinstance(self.writer, ExclusiveWriter))
 
     def close(self) -> None:
         """Stop holding the store for writing (reading still works; a later write re-takes it)."""
@@ -709,7 +747,7 @@ class ActivationStore:
         layers, span policy, d_model, dtype, persona catalogue hashes, generation settings);
         otherwise :class:`StoreError` names the field that differs (e.g.
         ``generation.temperature``), before anything is written. ``force=True`` accepts new
-        values of :data:`FORCEABLE_FIELDS` (model, personas, generation): the manifest takes
+        values of :data:`FORCEABLE_FIELDS` (model, personas, generation, collection): the manifest takes
         them and lists each override under ``forced``; hooks, layers, span, d_model and dtype
         can never change.
         ``store_dtype`` (``"float32"`` default, ``"bfloat16"``, ``"float16"``) is the storage

@@ -32,7 +32,12 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype", default=None, choices=DTYPES, help="repair: weights dtype (default: the store's)"
     )
-    p.add_argument("--batch-size", type=positive_int, default=8, help="repair: sequences per batch")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="repair: sequences per batch (default: the store's)",
+    )
 
 
 def _size(path: Any) -> int:
@@ -97,7 +102,7 @@ def _repair(args: argparse.Namespace, store: Any) -> int:
         hooks=list(m["hooks"]),
         layers=list(m["layers"]),
         span=m["span"],
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or int(m.get("collection", {}).get("batch_size", 8)),
         provenance=extra,
         progress=True,
     )

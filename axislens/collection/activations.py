@@ -390,6 +390,9 @@ def collect(
     if len({r.id for r in records}) != len(records):
         raise ValueError("conversations contain duplicate item ids")
     want = collection_manifest(model, hooks, layer_list, policy, provenance, store_dtype)
+    # Padding makes a row depend on its batch (up to ~1e-4): the batch size is part of what a
+    # resume must repeat to end bit-identical to an uninterrupted run.
+    want["collection"] = {"batch_size": batch_size}
     root = store.root if isinstance(store, ActivationStore) else Path(store)
     if writer is None:
         if launch.distributed:

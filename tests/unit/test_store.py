@@ -767,3 +767,47 @@ def test_store_cli_verify_and_info_write_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert shard.name in out and "crc32" in out and "1 problem(s)" in out
     assert sorted(p.name for p in root.rglob("*")) == files  # nothing moved, nothing written
+
+
+def test_temp_files_of_killed_writers_are_removed_by_the_next_writer(tmp_path):
+    root = tmp_path / "s"
+    _fill(root, ["a", "b"], shard=2)
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        dead_new = root / "acts" / ".new.safetensors.999999999-x1.tmp"
+        old_style = root / "items" / ".new.json.k2j3.tmp"  # 0.2's names carry no pid
+        alive = root / "acts" / f".new.safetensors.{live.pid}-x2.tmp"
+        for p in (dead_new, old_style, alive):
+            p.write_bytes(b"x" * 100)
+        shared = ActivationStore.open(root, writer=SharedWriter(job="j"))
+        shared.append_activations(["c"], {"resid_post": _value("c")[None]})
+        shared.close()
+        # a rank of a job removes only what dead processes left
+        assert not dead_new.exists() and old_style.exists() and alive.exists()
+        store = ActivationStore.open(root)
+        store.append_activations(["d"], {"resid_post": _value("d")[None]})
+        store.close()
+        # the exclusive writer is alone: every temp file is left over
+        assert not old_style.exists() and not alive.exists()
+        assert ActivationStore.open(root).collected_ids() == {"a", "b", "c", "d"}
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_the_batch_size_is_part_of_a_stores_identity(tiny_llama, tmp_path):
+    """Padding changes rows by up to ~1e-4, so a resume at another batch size would not end
+    bit-identical to an uninterrupted run: it is refused, naming the field (force accepts)."""
+    from axislens.collection.activations import collect
+
+    convs = [
+        [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a " * (i + 1)}]
+        for i in range(4)
+    ]
+    collect(tiny_llama, convs, tmp_path / "s", batch_size=2, progress=False)
+    assert ActivationStore.open(tmp_path / "s").manifest["collection"] == {"batch_size": 2}
+    with pytest.raises(StoreError, match=r"field 'collection.batch_size' differs .*has 2.* 3"):
+        collect(tiny_llama, convs, tmp_path / "s", batch_size=3, progress=False)
+    collect(tiny_llama, convs, tmp_path / "s", batch_size=3, progress=False, force=True)
+    forced = ActivationStore.open(tmp_path / "s").manifest["forced"]
+    assert forced[-1]["field"] == "collection.batch_size"

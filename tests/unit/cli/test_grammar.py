@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "monitor",
     "serve",
     "export",
+    "store",
 )
 
 
