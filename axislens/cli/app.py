@@ -212,8 +212,10 @@ def add_sampling_args(
 def engine_url(text: str) -> str:
     """An OpenAI-compatible base URL, e.g. ``http://127.0.0.1:8000/v1``."""
     if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) < 1:
+        from axislens.collection.engines import redact_url
+
         raise argparse.ArgumentTypeError(
-            f"expected a URL such as http://127.0.0.1:8000/v1, got {text!r}"
+            f"expected a URL such as http://127.0.0.1:8000/v1, got {redact_url(text)!r}"
         )
     return text
 

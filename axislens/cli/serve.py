@@ -76,8 +76,8 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api-key",
         default=os.environ.get("AXISLENS_API_KEY"),
-        help="require 'Authorization: Bearer KEY' (default: $AXISLENS_API_KEY); needed to "
-        "listen beyond loopback",
+        help="require 'Authorization: Bearer KEY' (default: $AXISLENS_API_KEY, which keeps the "
+        "key out of `ps`; a flag's value shows there); needed to listen beyond loopback",
     )
     p.add_argument(
         "--trusted-host",

@@ -42,6 +42,7 @@ __all__ = [
     "EngineInfo",
     "OpenAIBackend",
     "StreamingBackend",
+    "redact_url",
 ]
 
 _PROBE = [
@@ -173,7 +174,8 @@ class OpenAIBackend:
 
     @property
     def name(self) -> str:
-        where = f"openai:{self.model}@{self.base_url}"
+        """How the engine appears in messages and manifests (credentials in the URL masked)."""
+        where = f"openai:{self.model}@{redact_url(self.base_url)}"
         return (
             where if self.intervention is None else f"{where} (axislens vLLM: {self.intervention})"
         )
@@ -245,16 +247,19 @@ class OpenAIBackend:
         try:
             served = client.models.list().data
         except openai.APIConnectionError as err:
-            raise EngineError(f"engine at {self.base_url} is unreachable ({err})") from None
+            raise EngineError(
+                f"engine at {redact_url(self.base_url)} is unreachable ({err})"
+            ) from None
         except openai.APIStatusError as err:
             raise EngineError(
-                f"engine at {self.base_url}: listing its models failed with HTTP "
+                f"engine at {redact_url(self.base_url)}: listing its models failed with HTTP "
                 f"{err.status_code} ({_message(err)})"
             ) from None
         names = [m.id for m in served]
         if self.model not in names:
             raise EngineError(
-                f"engine at {self.base_url} serves {', '.join(map(repr, names)) or 'no model'}, "
+                f"engine at {redact_url(self.base_url)} serves "
+                f"{', '.join(map(repr, names)) or 'no model'}, "
                 f"not {self.model!r} (--engine-model)"
             )
         max_len = (served[names.index(self.model)].model_extra or {}).get("max_model_len")
@@ -452,6 +457,47 @@ class OpenAIBackend:
 
 
 _FATAL = "refused: "
+
+
+_SECRET_PARAMS = {
+    "key",
+    "api_key",
+    "apikey",
+    "api-key",
+    "token",
+    "access_token",
+    "secret",
+    "password",
+}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password and secret-looking query values masked, for messages, logs
+    and manifests: ``http://user:SECRET@host/v1?key=K`` -> ``http://user:***@host/v1?key=***``.
+
+    >>> redact_url("http://user:s3cret@127.0.0.1:8000/v1?api_key=abc&x=1")
+    'http://user:***@127.0.0.1:8000/v1?api_key=***&x=1'
+    >>> redact_url("http://127.0.0.1:8000/v1")
+    'http://127.0.0.1:8000/v1'
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else f"***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _message(err: Any) -> str:

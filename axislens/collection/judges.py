@@ -451,7 +451,9 @@ class OpenAIJudge:
 
     @property
     def name(self) -> str:
-        return f"openai:{self.model}@{self._client.base_url}"
+        from axislens.collection.engines import redact_url
+
+        return f"openai:{self.model}@{redact_url(str(self._client.base_url))}"
 
     def __repr__(self) -> str:
         return f"OpenAIJudge({self.name!r}, concurrency={self.concurrency})"
