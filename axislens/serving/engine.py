@@ -112,6 +112,50 @@ LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 """``Host`` header names accepted by default (the port is ignored)."""
 
 
+def host_name(header: str) -> str:
+    """The name in a ``Host`` header, without its port; IPv6 literals unbracketed.
+
+    >>> host_name("[::1]:8000"), host_name("Example.org:80"), host_name("127.0.0.1")
+    ('::1', 'example.org', '127.0.0.1')
+    """
+    h = header.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[1:end] if end > 0 else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+class HostCheck:
+    """ASGI middleware: requests whose ``Host`` is not in ``allowed`` (names; ``*`` any,
+    ``*.example.org`` its subdomains) get a 400 in the OpenAI error shape. Unlike Starlette's
+    ``TrustedHostMiddleware`` it reads bracketed IPv6 hosts (``[::1]:8000``)."""
+
+    def __init__(self, app: Any, allowed: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = [a.strip().lower() for a in allowed]
+        self.any = "*" in self.allowed
+
+    def ok(self, name: str) -> bool:
+        return self.any or any(
+            name == a or (a.startswith("*.") and name.endswith(a[1:])) for a in self.allowed
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or self.any:
+            await self.app(scope, receive, send)
+            return
+        raw = dict(scope.get("headers") or ()).get(b"host", b"").decode("latin-1")
+        name = host_name(raw)
+        if self.ok(name):
+            await self.app(scope, receive, send)
+            return
+        from fastapi.responses import JSONResponse
+
+        message = f"Host header {raw!r} is not allowed (allowed: {', '.join(self.allowed)})"
+        body = APIError(400, message, param="Host", code="invalid_host").body()
+        await JSONResponse(body, status_code=400)(scope, receive, send)
+
+
 def served_name(model: Model) -> str:
     """The default model id a server answers to: the model's provenance id, or a local folder's
     name (never its absolute path).
@@ -405,7 +449,6 @@ def create_app(
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException
     from starlette.middleware.authentication import AuthenticationMiddleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key must be a non-empty string")
@@ -436,7 +479,7 @@ def create_app(
             AuthenticationMiddleware, backend=_bearer_auth(api_key), on_error=unauthorized
         )
     hosts = list(LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)  # outermost: checked first
+    app.add_middleware(HostCheck, allowed=hosts)  # outermost: checked first
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:

@@ -93,6 +93,10 @@ def test_host_header_must_be_trusted(tiny_llama):
             url + "/chat/completions", json=_body(), headers={"Host": f"evil.example:{port}"}
         )
         assert evil.status_code == 400
+        error = evil.json()["error"]  # the OpenAI error shape, not plain text
+        assert error["code"] == "invalid_host" and "evil.example" in error["message"]
+        v6 = httpx.get(url + "/models", headers={"Host": f"[::1]:{port}"})
+        assert v6.status_code == 200  # ::1 is allowed by default, bracketed as Host sends it
     app = create_app(tiny_llama, name="tiny", limits=LIMITS, allowed_hosts=["api.example"])
     with background_server(app) as url:
         assert httpx.get(url + "/models", headers={"Host": "api.example"}).status_code == 200
