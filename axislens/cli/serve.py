@@ -89,6 +89,13 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-tokens", type=positive_int, default=1024, help="upper bound for max_tokens"
     )
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=positive_int,
+        default=4096,
+        help="longest formatted prompt accepted (longer: HTTP 400); a long prefill holds up "
+        "every request batched with it",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port, default=8000, help="TCP port (0: any free port)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
@@ -153,7 +160,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.monitor_layers is not None
         else None
     )
-    limits = ServeLimits(max_tokens=args.max_tokens, default_max_tokens=min(256, args.max_tokens))
+    limits = ServeLimits(
+        max_tokens=args.max_tokens,
+        default_max_tokens=min(256, args.max_tokens),
+        max_prompt_tokens=args.max_prompt_tokens,
+    )
     serve(
         model,
         host=args.host,

@@ -26,7 +26,9 @@ __all__ = ["APIError", "ChatCompletionRequest", "ServeLimits", "parse_request"]
 
 @dataclass(frozen=True, slots=True)
 class ServeLimits:
-    """Request and batching limits. ``max_tokens`` bounds a request's ``max_tokens``;
+    """Request and batching limits. ``max_tokens`` bounds a request's ``max_tokens``, and
+    ``max_prompt_tokens`` its formatted prompt (a long prompt's prefill holds up the batch it
+    joins: 4,000 words delayed a short request by 30 s on 2 CPU cores);
     ``default_max_tokens`` is used when a request gives none; ``max_queue`` requests may wait
     before 503s. Up to ``max_batch`` waiting requests are decoded together; once one arrives,
     the scheduler waits ``batch_wait_s`` (longer, up to 4x, while more keep arriving) to fill
@@ -47,6 +49,7 @@ class ServeLimits:
     max_queue: int = 256
     max_batch: int = 16
     batch_wait_s: float = 0.05
+    max_prompt_tokens: int = 4096
 
     def __post_init__(self) -> None:
         for name in (
@@ -54,6 +57,7 @@ class ServeLimits:
             "max_messages",
             "max_content_chars",
             "max_tokens",
+            "max_prompt_tokens",
             "max_queue",
             "max_batch",
         ):

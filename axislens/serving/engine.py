@@ -254,6 +254,15 @@ class Engine:
             conv = format_conversation(self.model, job.messages, add_generation_prompt=True)
         except ChatError as err:
             raise APIError(400, str(err), param="messages") from None
+        limit = self.limits.max_prompt_tokens
+        if len(conv) > limit:
+            raise APIError(
+                400,
+                f"the messages take {len(conv)} tokens; this server accepts prompts of at most "
+                f"{limit} (axislens serve --max-prompt-tokens)",
+                param="messages",
+                code="context_length_exceeded",
+            )
         n_ctx = int(self.model.cfg.n_ctx)
         if len(conv) + job.sampling.max_new_tokens > n_ctx:
             raise APIError(

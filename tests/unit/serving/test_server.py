@@ -303,3 +303,20 @@ def test_cli_serve_builds_interventions(tmp_path, capsys):
     assert main(["serve", "--model", "tiny", "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs --api-key" in err and len(err.splitlines()) == 1
+
+
+def test_a_prompt_over_max_prompt_tokens_is_a_clear_400(tiny_llama):
+    limits = ServeLimits(max_tokens=8, default_max_tokens=4, max_prompt_tokens=40)
+    with background_server(create_app(tiny_llama, name=NAME, limits=limits)) as url:
+        short = [{"role": "user", "content": "hi"}]
+        long = [{"role": "user", "content": "word " * 100}]
+        body = {"model": NAME, "max_tokens": 2}
+        assert (
+            httpx.post(url + "/chat/completions", json={**body, "messages": short}).status_code
+            == 200
+        )
+        resp = httpx.post(url + "/chat/completions", json={**body, "messages": long})
+        assert resp.status_code == 400
+        err = resp.json()["error"]
+        assert err["code"] == "context_length_exceeded" and "at most 40" in err["message"]
+        assert "--max-prompt-tokens" in err["message"]
