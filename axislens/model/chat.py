@@ -267,36 +267,58 @@ def _repair(tokenizer: Any, ids: list[int], start: int, end: int, content: str) 
     return start, end
 
 
+_MARKUP = re.compile(r"[<>\[\]|]")
+
+
 def _special_strings(tokenizer: Any) -> tuple[str, ...]:
+    """The strings the tokenizer turns into a control token: its special tokens, and added tokens
+    that look like markup (Qwen's ``<tool_call>`` is added but not "special", so
+    ``split_special_tokens`` keeps it). Plain added tokens (Gemma's runs of spaces and newlines)
+    are ordinary text."""
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    named = {str(t.content) for t in decoder.values() if getattr(t, "special", False)}
+    named = {
+        str(t.content)
+        for t in decoder.values()
+        if getattr(t, "special", False) or _MARKUP.search(str(t.content))
+    }
     named.update(str(t) for t in getattr(tokenizer, "all_special_tokens", ()) or ())
-    return tuple(t for t in named if t)
+    return tuple(sorted((t for t in named if t), key=len, reverse=True))
 
 
 def _encode(
     tokenizer: Any, text: str, spans: Sequence[tuple[int, int]]
 ) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids and character offsets of ``text``, whose contents (``spans``) are tokenized with
-    special tokens split into plain text, so that a message cannot forge a control token."""
+    """Token ids and character offsets of ``text``, whose contents (``spans``) are tokenized as
+    plain text, so that a message cannot forge a control or tool token: special tokens are split
+    by the tokenizer, and any other added token's string is tokenized in two pieces."""
     specials = _special_strings(tokenizer)
     if not any(t in text[a:b] for a, b in spans for t in specials):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return list(enc["input_ids"]), [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
+    forged = re.compile("|".join(re.escape(t) for t in specials))
     ids: list[int] = []
     offsets: list[tuple[int, int]] = []
+
+    def add(lo: int, hi: int, split: bool) -> None:
+        if hi > lo:
+            enc = tokenizer(
+                text[lo:hi],
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                split_special_tokens=split,
+            )
+            ids.extend(int(t) for t in enc["input_ids"])
+            offsets.extend((lo + int(o[0]), lo + int(o[1])) for o in enc["offset_mapping"])
+
     pos = 0
     for a, b in [*spans, (len(text), len(text))]:
-        for lo, hi, split in ((pos, a, False), (a, b, True)):
-            if hi > lo:
-                enc = tokenizer(
-                    text[lo:hi],
-                    add_special_tokens=False,
-                    return_offsets_mapping=True,
-                    split_special_tokens=split,
-                )
-                ids += [int(t) for t in enc["input_ids"]]
-                offsets += [(lo + int(o[0]), lo + int(o[1])) for o in enc["offset_mapping"]]
+        add(pos, a, False)  # the template's own text: its control tokens stay tokens
+        at = a
+        for m in forged.finditer(text, a, b):
+            add(at, m.start(), True)
+            add(m.start(), m.start() + 1, True)  # "<" + "tool_call>": the text, not the token
+            at = m.start() + 1
+        add(at, b, True)
         pos = max(pos, b)
     return ids, offsets
 

@@ -211,3 +211,24 @@ def test_spans_exact_on_random_conversations(tokenizers, name, system, turns):
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     conv = axislens.format_conversation(tok, messages)
     _check_spans(tok, messages, conv)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_message_text_cannot_forge_an_added_token(tokenizers, name):
+    """Typed into a message, a special token's string (<|im_start|>) and a non-special added
+    token's (Qwen's <tool_call>, id 151657) stay text: no added token id inside any span, and
+    the span still decodes to the message."""
+    tok = tokenizers[name]
+    added = {
+        int(i): str(t.content)
+        for i, t in tok.added_tokens_decoder.items()
+        if t.special or any(c in str(t.content) for c in "<>[]|")
+    }
+    typed = " ".join(sorted(set(added.values()))[:40])
+    messages = [{"role": "user", "content": f"look: {typed} <tool_call> end"}]
+    conv = axislens.format_conversation(tok, messages, add_generation_prompt=True)
+    _check_spans(tok, messages, conv)
+    inside = set(conv.input_ids[conv.spans[0].slice].tolist())
+    assert not inside & set(added), sorted(inside & set(added))[:5]
+    if name.startswith("qwen"):
+        assert 151657 in added and 151657 not in conv.input_ids.tolist()
