@@ -15,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +196,45 @@ def _cap_layers(cfg: AxisConfig, rv: RoleVectors, model_id: str | None) -> list[
     return list(cfg.cap_layers)
 
 
+def fit_filters(
+    src: ActivationStore, min_score: int | None, min_count: int
+) -> tuple[int | None, int]:
+    """The response filters the store can satisfy, so that `collect` then `axis` with default
+    flags works: a store without judge scores uses every response (``min_score=None``), and
+    ``min_count`` drops to the most responses any role has when no role reaches it. Each
+    change is said in one :class:`UserWarning` line."""
+    roles = src.query(kind="role")
+    if not roles:
+        return min_score, min_count  # the analysis names what is missing
+    scores = src.scores() if min_score is not None else {}
+    if min_score is not None and not any(
+        scores.get(r.id, {}).get("score") is not None for r in roles
+    ):
+        warnings.warn(
+            "the store has no judge scores (collected with --judge none): every response is "
+            "used (min_score None)",
+            UserWarning,
+            stacklevel=2,
+        )
+        min_score = None
+    collected = src.collected_ids()
+    counts: dict[str, int] = {}
+    for r in roles:
+        score = scores.get(r.id, {}).get("score") if min_score is not None else None
+        if r.id in collected and (min_score is None or (score is not None and score >= min_score)):
+            counts[r.role] = counts.get(r.role, 0) + 1
+    most = max(counts.values(), default=0)
+    if 0 < most < min_count:
+        warnings.warn(
+            f"no role has {min_count} kept responses: min_count lowered to {most}, the most any "
+            f"role has in this store",
+            UserWarning,
+            stacklevel=2,
+        )
+        min_count = most
+    return min_score, min_count
+
+
 def run(cfg: AxisConfig) -> AxisResult:
     """Run the axis job; writes its files into ``cfg.out`` and returns them.
 
@@ -203,6 +244,8 @@ def run(cfg: AxisConfig) -> AxisResult:
     ``cap.pools`` the thresholds under the default, balanced and all pools.
     """
     src = ActivationStore.open(cfg.store)
+    min_score, min_count = fit_filters(src, cfg.min_score, cfg.min_count)
+    cfg = dataclasses.replace(cfg, min_score=min_score, min_count=min_count)
     kept: dict[str, Any] = {"min_score": cfg.min_score, "min_count": cfg.min_count}
     rv = role_vectors(src, hook=cfg.hook, adjust=cfg.adjust, **kept)
     layer = _target_layer(src, rv.layers) if cfg.layer is None else cfg.layer

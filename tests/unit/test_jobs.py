@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,25 @@ def test_subpackages_are_attributes_of_the_package() -> None:
     code = "import axislens; print(axislens.plots.variance_bars.__name__, axislens.jobs.run_demo)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("variance_bars <function run")
+
+
+def test_axis_with_default_filters_fits_a_store_without_scores(demo, tmp_path) -> None:
+    """`collect` (judge none) then `axis` with default flags works: no scores means every
+    response, and min_count drops to what the store has; each change is one warning line."""
+    cfg, _ = demo
+    store = ActivationStore.open(Path(cfg.out, "store"))
+    unscored = tmp_path / "store"
+    shutil.copytree(store.root, unscored)
+    for p in (unscored / "scores").glob("*.json"):
+        p.unlink()
+    with pytest.warns(UserWarning) as caught:
+        summary = run_axis(unscored, tmp_path / "out", cap_layers=[3])  # defaults: 3 and 50
+    said = [str(w.message) for w in caught]
+    assert any("no judge scores" in m and "every response is used" in m for m in said), said
+    assert any("min_count lowered to 4" in m for m in said), said  # 2 prompts x 2 questions
+    assert summary["min_score"] is None and summary["min_count"] == 4
+    assert len(summary["roles_used"]) == 4
+    explicit = run_axis(
+        unscored, tmp_path / "explicit", min_score=None, min_count=4, cap_layers=[3]
+    )
+    assert explicit["roles_used"] == summary["roles_used"]
