@@ -12,7 +12,7 @@ Example::
     axislens steer --model smollm2-135m-instruct --axis axis.safetensors --layers 12:16 \
         --coeff -4 "Who are you?"
     axislens steer --axis axis.safetensors --layers 12:16 --coeff -0.5 --norm-units "Who are you?"
-    axislens cap --model qwen3-32b --cap capping_config.pt --experiment layers_46:54-p0.25 "..."
+    axislens cap --model Qwen/Qwen3-32B --cap capping_config.pt --experiment layers_46:54-p0.25 "..."
 """
 
 from __future__ import annotations
@@ -160,16 +160,48 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     sampling_from_args(args)  # checks the sampling flags before the model loads
     model = load_from_args(args)
     units = "x axis"
+    assert iv.hook is not None  # set from the axis when --hook is not given
+    norms = residual_norms(model, [_conversation(args, model)], args.layers, hook=iv.hook)
     if args.norm_units:
-        assert iv.hook is not None  # set from the axis when --hook is not given
-        norms = residual_norms(model, [_conversation(args, model)], args.layers, hook=iv.hook)
         iv = Intervention(
             op, direction, args.layers, hook=args.hook, positions=args.positions, norm_units=norms
         )
         units = "x residual norm along the axis"
+    _report_strength(args, direction, norms)
     where = _layers_text(args.layers)
     title = f"{args.op} {args.coeff:g} {units} at layers {where} ({iv.hook})"
     return _compare(args, model, iv, title)
+
+
+STRONG_SHARE = 0.5
+"""A step of more than half the residual norm at a layer usually wrecks the text (measured on
+SmolLM2: ``--coeff -4`` at layers 12:16 is 0.75-0.8 of the norm and writes ``memory, memory``)."""
+
+
+def _report_strength(args: argparse.Namespace, direction: Any, norms: Any) -> None:
+    """Print |c v| as a share of the prompt's mean residual norm at each steered layer, and warn
+    above :data:`STRONG_SHARE`."""
+    import math
+
+    shares = {}
+    for layer, norm in enumerate(norms.tolist()):
+        if math.isnan(norm) or norm <= 0:
+            continue
+        step = abs(args.coeff) * (
+            norm if args.norm_units else float(direction.vectors[layer].norm())
+        )
+        shares[layer] = step / norm
+    if not shares:
+        return
+    text = ", ".join(f"L{la} {s:.2f}" for la, s in shares.items())
+    print(f"step |c*v| / residual norm: {text}")
+    worst = max(shares, key=shares.__getitem__)
+    if shares[worst] > STRONG_SHARE:
+        print(
+            f"warning: the step is {shares[worst]:.2f} of the residual norm at layer {worst} "
+            f"(above {STRONG_SHARE}): expect degenerate text; try --norm-units --coeff "
+            f"{math.copysign(0.25, args.coeff):g}"
+        )
 
 
 def _layers_text(spec: Any) -> str:
@@ -185,7 +217,7 @@ def _layers_text(spec: Any) -> str:
     _add_cap_args,
     summary="answer one prompt with and without activation capping, side by side",
     example='axislens cap --model smollm2-135m-instruct --cap runs/smol/axis/cap.json "Who are you?"\n'
-    'axislens cap --model qwen3-32b --cap capping_config.pt --experiment layers_46:54-p0.25 "..."',
+    'axislens cap --model Qwen/Qwen3-32B --cap capping_config.pt --experiment layers_46:54-p0.25 "..."',
 )
 def _cmd_cap(args: argparse.Namespace) -> int:
     from axislens.interventions.attach import cap_intervention

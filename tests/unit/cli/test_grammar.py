@@ -393,3 +393,31 @@ def test_persona_flags_take_their_help_from_the_config_docs(capsys) -> None:
         text = capsys.readouterr().out
         for field in ("n_prompts", "default_questions"):
             assert " ".join(docs[field].split()[:4]) in " ".join(text.split()), (name, field)
+
+
+def test_steer_reports_the_step_against_the_residual_norm_and_warns_when_large(
+    tiny_llama, tmp_path, capsys, monkeypatch
+):
+    """`steer` prints |c v| / mean residual norm at each steered layer, computed independently
+    here, and warns above half the norm."""
+    from axislens.cli import steer as cli_steer
+    from axislens.interventions.attach import residual_norms
+    from axislens.model.chat import format_conversation
+
+    monkeypatch.setattr(cli_steer, "load_from_args", lambda args: tiny_llama)
+    axis = _axis()
+    path = axis.save(tmp_path / "axis.safetensors")
+    conv = format_conversation(
+        tiny_llama, [{"role": "user", "content": "hi"}], add_generation_prompt=True
+    )
+    norms = residual_norms(tiny_llama, [conv], [1, 2])
+    base = ["steer", "--axis", str(path), "--layers", "1:3", "--max-new-tokens", "1"]
+    small = 0.1 * float(norms[1]) / float(axis.vectors[1].norm())
+    assert main([*base, f"--coeff={small}", "hi"]) == 0
+    out = capsys.readouterr().out
+    assert "L1 0.10" in out and "warning" not in out
+    share2 = small * float(axis.vectors[2].norm()) / float(norms[2])
+    assert f"L2 {share2:.2f}" in out
+    assert main([*base, "--norm-units", "--coeff=-0.8", "hi"]) == 0
+    out = capsys.readouterr().out
+    assert "L1 0.80, L2 0.80" in out and "warning: the step is 0.80 of the residual norm" in out
