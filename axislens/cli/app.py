@@ -184,7 +184,9 @@ def add_model_args(p: argparse.ArgumentParser, *, legacy_positional: bool = Fals
         metavar="NAME",
         help="embedded name, local folder or hub id",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+    )
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="model weights dtype")
 
 
@@ -281,9 +283,12 @@ def sampling_from_args(args: argparse.Namespace) -> Any:
 
 
 def check_device(device: str) -> None:
-    """Raise ``ValueError`` naming ``--device`` unless torch can place a model on ``device``."""
+    """Raise ``ValueError`` naming ``--device`` unless torch can place a model on ``device``
+    (``auto``: CUDA, then MPS, then the CPU)."""
     import torch
 
+    if device == "auto":
+        return
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as err:
@@ -763,6 +768,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _legacy_model(args)
         if hasattr(args, "device"):
+            if args.device == "auto":  # one concrete device from here on (batch sizes, ranks)
+                from axislens.model.loading import auto_device
+
+                args.device = auto_device()
             check_device(args.device)
         return fn(args)
     except (ValueError, KeyError, OSError) as err:

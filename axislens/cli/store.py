@@ -28,7 +28,9 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, metavar="NAME", help="repair: the model (default: the store's)"
     )
-    p.add_argument("--device", default="cpu", help="repair: cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--device", default="auto", help="repair: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps"
+    )
     p.add_argument(
         "--dtype", default=None, choices=DTYPES, help="repair: weights dtype (default: the store's)"
     )

@@ -52,6 +52,7 @@ __all__ = [
     "ModelProvenance",
     "WeightlessConfig",
     "WeightlessModel",
+    "auto_device",
     "cache_dir",
     "check_chat_model",
     "load_model",
@@ -469,10 +470,24 @@ def _finish(
     return bridge
 
 
+def auto_device() -> str:
+    """``"cuda"`` when torch sees a GPU, else ``"mps"`` (Apple silicon), else ``"cpu"``.
+
+    >>> auto_device() in ("cuda", "mps", "cpu")
+    True
+    """
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def load_model(
     name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     dtype: torch.dtype = torch.float32,
     processing: bool = False,
     revision: str | None = None,
@@ -493,7 +508,8 @@ def load_model(
     Args:
         name_or_path: an embedded model name (see ``axislens models``), a local HF folder, or a
             model-hub id such as ``"Qwen/Qwen3-32B"``.
-        device: torch device for the weights (``"cuda"`` for GPU users).
+        device: torch device for the weights; ``"auto"`` (default): CUDA, then MPS, then the
+            CPU (:func:`auto_device`).
         dtype: parameter dtype; ``torch.bfloat16`` for large models on GPU.
         processing: ``False`` (default) keeps raw HF weights so vectors transfer to plain HF
             models; ``True`` enables TransformerLens compatibility processing (LayerNorm
@@ -512,6 +528,8 @@ def load_model(
     """
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
+    if str(device) == "auto":
+        device = "cpu" if device_map is not None else auto_device()
     dispatch = _dispatch(device, device_map, max_memory, offload_folder)
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]

@@ -128,7 +128,7 @@ def test_model_device_dtype_everywhere(name) -> None:
         "monitor": ["--axis", "a"],
     }.get(name, [])
     args = parser.parse_args([name, *required])
-    assert (args.model, args.device, args.dtype) == (DEFAULT_MODEL, "cpu", "float32")
+    assert (args.model, args.device, args.dtype) == (DEFAULT_MODEL, "auto", "float32")
     args = parser.parse_args(
         [name, *required, "--model", "m", "--device", "cuda", "--dtype", "bfloat16"]
     )
@@ -421,3 +421,17 @@ def test_steer_reports_the_step_against_the_residual_norm_and_warns_when_large(
     assert main([*base, "--norm-units", "--coeff=-0.8", "hi"]) == 0
     out = capsys.readouterr().out
     assert "L1 0.80, L2 0.80" in out and "warning: the step is 0.80 of the residual norm" in out
+
+
+def test_device_auto_is_cuda_then_mps_then_cpu(monkeypatch) -> None:
+    import torch
+
+    from axislens.model.loading import auto_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert auto_device() == "cpu"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert auto_device() == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_device() == "cuda"
