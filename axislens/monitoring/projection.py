@@ -142,6 +142,12 @@ class Transcript:
         return tuple(m["content"] for m in self.messages if m["role"] == "user")
 
 
+def _is_shipped_script(name: str) -> bool:
+    from importlib import resources
+
+    return resources.files("axislens").joinpath(f"data/conversations/{name}.json").is_file()
+
+
 def load_transcript(path: str | Path) -> Transcript:
     """Read a transcript: JSON ``{"conversation": [...], ...metadata}`` (a ``"messages"`` list or
     a bare list are accepted too) or JSONL (``.jsonl``: one ``{"role", "content"}`` per line).
@@ -152,6 +158,14 @@ def load_transcript(path: str | Path) -> Transcript:
             file and the message index, e.g. ``chat.json: message 4: two consecutive user turns``.
     """
     path = Path(path)
+    if not path.exists() and path.parent == Path(".") and _is_shipped_script(path.stem):
+        raise TranscriptError(
+            f"{path}: not a file; {path.stem!r} is a shipped replay script (user turns only, no "
+            f"replies to project): replay it with `axislens monitor --script {path.stem}` or "
+            f"axislens.monitoring.load_script({path.stem!r})"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such transcript file")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         messages: list[Any] = []

@@ -497,3 +497,13 @@ def test_display_outside_ipython_does_not_break_later_turns(tiny_llama):
     session.display()
     report = session.send("Hello there")
     assert report.turn == 0 and set(report.projections) == {1}
+
+
+def test_a_shipped_script_name_given_as_a_transcript_says_how_to_replay_it(tmp_path, monkeypatch):
+    from axislens.monitoring.projection import TranscriptError, load_transcript
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TranscriptError, match=r"shipped replay script .*--script philosophy_drift"):
+        load_transcript("philosophy_drift")
+    with pytest.raises(FileNotFoundError, match="no such transcript file"):
+        load_transcript("no_such_chat.json")
