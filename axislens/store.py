@@ -70,7 +70,7 @@ import uuid
 import weakref
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -1177,6 +1177,23 @@ class ActivationStore:
         writers may still lose each other's updates, which only costs a re-check, since an
         entry vouches only for a file whose fingerprint still matches. Skipped (no error) when
         another run holds the store or the folder is read-only."""
+
+        def merge(ledger: dict[str, _Fingerprint], folder: Path) -> dict[str, _Fingerprint]:
+            others = {
+                name: fp
+                for name, fp in ledger.items()
+                if name not in verified and (folder / name).is_file()
+            }
+            return {**others, **verified}
+
+        self._update_ledger(merge)
+
+    def _update_ledger(
+        self, change: Callable[[dict[str, _Fingerprint], Path], dict[str, _Fingerprint]]
+    ) -> None:
+        """Rewrite ``acts/.verified.json`` as ``change(current, acts folder)`` (atomic write, while
+        holding the store; taken just for the write if this object does not hold it yet).
+        Skipped (no error) when another run holds the store or the folder is read-only."""
         path = self.root / "acts" / _LEDGER
         held = self._release is not None and self._release.alive
         try:
@@ -1184,12 +1201,7 @@ class ActivationStore:
         except (StoreError, OSError):
             return
         try:
-            others = {
-                name: fp
-                for name, fp in _read_ledger(path).items()
-                if name not in verified and (path.parent / name).is_file()
-            }
-            atomic_write_json(path, _ledger_json({**others, **verified}))
+            atomic_write_json(path, _ledger_json(change(_read_ledger(path), path.parent)))
         except OSError:
             pass
         finally:
@@ -1358,24 +1370,10 @@ class ActivationStore:
     def _forget_verified(self, shard: Path) -> None:
         """Drop ``shard`` from the verified ledger after a failed read, so the next repair (any
         ``axislens collect`` on this store) checks every row of it again (best effort)."""
-        path = self.root / "acts" / _LEDGER
-        ledger = _read_ledger(path)
-        if shard.name not in ledger:
-            return
-        held = self._release is not None and self._release.alive
-        try:
-            self._hold()
-        except (StoreError, OSError):
-            return
-        try:
-            atomic_write_json(
-                path, _ledger_json({k: v for k, v in ledger.items() if k != shard.name})
+        if shard.name in _read_ledger(self.root / "acts" / _LEDGER):
+            self._update_ledger(
+                lambda ledger, _: {k: v for k, v in ledger.items() if k != shard.name}
             )
-        except OSError:
-            pass
-        finally:
-            if not held:
-                self.close()
 
     def iter_activations(
         self,
