@@ -812,29 +812,20 @@ def test_cli_axis_writes_consistent_files(tmp_path, capsys):
     assert sorted(x.name for x in out.iterdir()) == sorted(summary["files"])
 
 
-def test_cli_axis_errors_are_one_line(tmp_path, capsys):
+def test_cli_axis_defaults_fit_an_unscored_store_and_errors_are_one_line(tmp_path, capsys):
     import axislens.cli.axis  # noqa: F401
     from axislens.cli import main
 
     p = Planted(n_roles=3)
     store = p.store(tmp_path / "s", scores=False)
-    assert main(["axis", "--store", str(store.root), "--out", str(tmp_path / "o")]) == 2
+    # `collect` (--judge none) then `axis` with default flags: it works and says what it changed
+    assert main(["axis", "--store", str(store.root), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the store has no judge scores" in out and "min_count lowered to 8" in out
+    rc = main(["axis", "--store", str(store.root), "--layer", "99", "--out", str(tmp_path / "o")])
+    assert rc == 2
     err = capsys.readouterr().err
-    assert "--min-score none" in err and err.count("\n") == 1
-    rc = main(
-        [
-            "axis",
-            "--store",
-            str(store.root),
-            "--min-score",
-            "none",
-            "--min-count",
-            "1",
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert rc == 0
+    assert "99" in err and err.count("\n") == 1
 
 
 def test_projection_on_a_zero_layer_is_refused(planted):
