@@ -355,11 +355,18 @@ async def _read_body(request: Any, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise APIError(413, f"the request body is larger than {limit} bytes", code="too_large")
+    from starlette.requests import ClientDisconnect
+
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise APIError(413, f"the request body is larger than {limit} bytes", code="too_large")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise APIError(
+                    413, f"the request body is larger than {limit} bytes", code="too_large"
+                )
+    except ClientDisconnect:
+        raise _ClientGone from None  # gone mid-body: nothing to answer, nothing to log
     return bytes(body)
 
 
@@ -526,7 +533,10 @@ def create_app(
 
     async def chat_completions(request: Request) -> Any:
         _check_json(request)
-        body = await _read_body(request, engine.limits.max_body_bytes)
+        try:
+            body = await _read_body(request, engine.limits.max_body_bytes)
+        except _ClientGone:
+            return Response(status_code=499)  # nobody reads it
         try:
             req = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as err:

@@ -320,3 +320,24 @@ def test_a_prompt_over_max_prompt_tokens_is_a_clear_400(tiny_llama):
         err = resp.json()["error"]
         assert err["code"] == "context_length_exceeded" and "at most 40" in err["message"]
         assert "--max-prompt-tokens" in err["message"]
+
+
+def test_a_client_that_hangs_up_mid_body_logs_no_error(served, caplog):
+    """Headers promise 2,000 bytes, 20 arrive, the client hangs up: the server answers nobody,
+    logs no ERROR traceback, and keeps serving."""
+    import logging
+    import socket
+    import time
+
+    host, port = served["url"].split("//")[1].split("/")[0].split(":")
+    caplog.set_level(logging.INFO)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n" + b'{"model": "x", "m'
+        )
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert _ask(served["client"], PROMPTS[2], max_tokens=2).choices[0].finish_reason
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
