@@ -440,12 +440,10 @@ def _sweep_temps(root: Path, *, exclusive: bool) -> int:
             continue
         for p in folder.glob(".*.tmp"):
             m = _TEMP.match(p.name)
-            stale = exclusive or (
-                m is not None
-                and int(m.group(1)) != os.getpid()
-                and not _alive({"pid": m.group(1), "host": _HOST})
-            )
-            if stale and not (m is not None and int(m.group(1)) == os.getpid()):
+            pid = int(m.group(1)) if m is not None else None
+            if pid == os.getpid():
+                continue  # this process's own write in progress
+            if exclusive or (pid is not None and not _alive({"pid": pid, "host": _HOST})):
                 with contextlib.suppress(OSError):
                     p.unlink()
                     gone += 1
@@ -710,6 +708,8 @@ class ActivationStore:
         self._act_index: dict[str, tuple[Path, int]] | None = None
         self._shards: dict[Path, _ShardInfo] = {}
         self._release: weakref.finalize | None = None
+        self._owner_memo: tuple[Mapping[str, Any], _Owner | None] | None = None
+        self._digests: dict[str, tuple[ItemRecord, str]] = {}  # id -> (record, its digest)
 
     # ------------------------------------------------------------------ holding the store
     def _hold(self) -> None:
@@ -840,10 +840,18 @@ class ActivationStore:
     # ------------------------------------------------------------------ properties
     @property
     def _owner(self) -> _Owner | None:
-        sid = self.manifest.get("store_id")
-        if sid is None:  # a store from before store ids, not yet written to by 0.3
-            return None
-        return _Owner(str(sid), frozenset(self.manifest.get("legacy_shards", ())))
+        """Who this store's shards must belong to (``None`` for a store from before store ids,
+        not yet written to); built once per manifest (reads ask it once per shard)."""
+        memo = self._owner_memo
+        if memo is None or memo[0] is not self.manifest:
+            sid = self.store_id
+            owner = (
+                None
+                if sid is None
+                else _Owner(sid, frozenset(self.manifest.get("legacy_shards", ())))
+            )
+            memo = self._owner_memo = (self.manifest, owner)
+        return memo[1]
 
     @property
     def store_id(self) -> str | None:
@@ -988,7 +996,7 @@ class ActivationStore:
             return None
         self._hold()
         path = _publish_new_shard(
-            self.root / "items", "json", _json_shard_bytes(recs, self.manifest.get("store_id"))
+            self.root / "items", "json", _json_shard_bytes(recs, self.store_id)
         )
         self._records = None
         return path
@@ -1008,7 +1016,7 @@ class ActivationStore:
             return None
         self._hold()
         return _publish_new_shard(
-            self.root / "scores", "json", _json_shard_bytes(rows, self.manifest.get("store_id"))
+            self.root / "scores", "json", _json_shard_bytes(rows, self.store_id)
         )
 
     # ------------------------------------------------------------------ activations
@@ -1056,8 +1064,8 @@ class ActivationStore:
             "ids_sha256": hashlib.sha256(ids_json.encode()).hexdigest(),
             "crc32": json.dumps({h: _row_crcs(t) for h, t in payload.items()}),
         }
-        if self.manifest.get("store_id") is not None:
-            meta["store_id"] = str(self.manifest["store_id"])
+        if self.store_id is not None:
+            meta["store_id"] = self.store_id
         for key, values, digest in (
             ("records_sha256", records, record_digest),
             ("tokens_sha256", tokens, tokens_digest),
@@ -1270,18 +1278,14 @@ class ActivationStore:
                 index[rid] = (shard, row)
         self._records = None
         try:
-            records = self.records()
+            self.records()
         except StoreError:
-            records = None  # its shard's problem is listed above
-        if records is not None:
-            for rid, (shard, row) in sorted(index.items()):
-                digests = self._shard_info(shard).digests
-                rec = records.get(rid)
-                if digests is not None and rec is not None and digests[row] != record_digest(rec):
-                    problems.append(
-                        f"{shard}: row {row} (item {rid!r}) was computed from other text than "
-                        "its record"
-                    )
+            return problems  # the record shard's problem is listed above
+        for rid, (shard, row) in sorted(index.items()):
+            if self._is_stale(shard, row, rid):
+                problems.append(
+                    f"{shard}: row {row} (item {rid!r}) was computed from other text than its record"
+                )
         return problems
 
     def collected_ids(self) -> set[str]:
@@ -1343,13 +1347,23 @@ class ActivationStore:
                 ) from None
         return out
 
-    def _check_row_record(self, shard: Path, row: int, rid: str) -> None:
-        """The row was computed from the item's current record (rows from 0.2 carry no digest)."""
+    def _is_stale(self, shard: Path, row: int, rid: str) -> bool:
+        """Whether the row was computed from other text than the item's current record (rows
+        from 0.2 carry no digest; an item without a record has nothing to compare)."""
         digests = self._shard_info(shard).digests
         if digests is None:
-            return
+            return False
         rec = self.records().get(rid)
-        if rec is not None and digests[row] != record_digest(rec):
+        if rec is None:
+            return False
+        memo = self._digests.get(rid)
+        if memo is None or memo[0] is not rec:  # a record read anew gets its digest anew
+            memo = self._digests[rid] = (rec, record_digest(rec))
+        return digests[row] != memo[1]
+
+    def _check_row_record(self, shard: Path, row: int, rid: str) -> None:
+        """Raise unless the row was computed from the item's current record."""
+        if self._is_stale(shard, row, rid):
             raise StoreError(
                 f"{shard}: the activations of item {rid!r} were computed from other text than its "
                 f"record in {self.root / 'items'} (a record or shard copied in, or edited); run "
@@ -1358,14 +1372,8 @@ class ActivationStore:
 
     def stale_ids(self) -> set[str]:
         """Items whose newest activation row was computed from other text than their record."""
-        records = self.records()
-        out = set()
-        for rid, (shard, row) in self._activation_index().items():
-            digests = self._shard_info(shard).digests
-            rec = records.get(rid)
-            if digests is not None and rec is not None and digests[row] != record_digest(rec):
-                out.add(rid)
-        return out
+        index = self._activation_index()
+        return {rid for rid, (shard, row) in index.items() if self._is_stale(shard, row, rid)}
 
     def _forget_verified(self, shard: Path) -> None:
         """Drop ``shard`` from the verified ledger after a failed read, so the next repair (any
