@@ -476,6 +476,18 @@ def evaluate(
     tok = model.tokenizer
     results: list[SettingResult] = [] if baseline is None else [baseline]
     kl_seqs = [] if baseline is None else _kl_sequences(tok, qa_convs, eval_set, baseline)
+    judged = judge is not None
+    base_flags = (
+        None
+        if baseline is None
+        else outcome_flags(
+            eval_set,
+            baseline.replies,
+            baseline.identity_labels,
+            baseline.judge_scores if judged else None,
+            attack_rubric,
+        )
+    )
     for setting in tqdm(settings, desc="evaluate", unit="setting", disable=not progress):
         ivs = setting.interventions
         if engine is not None:
@@ -509,9 +521,6 @@ def evaluate(
         replies = {f"{part}/{i}": t for (part, i, _), t in zip(gen_msgs, texts, strict=True)}
         replies.update({f"qa/{q.id}": t for q, t in zip(eval_set.qa, qa_texts, strict=True)})
         labels = {k: classify_identity(v) for k, v in replies.items() if not k.startswith("qa/")}
-        role_ids = [f"identity/{p.id}" for p in eval_set.identity if p.role_prompted]
-        default_ids = [f"identity/{p.id}" for p in eval_set.identity if not p.role_prompted]
-        attack_ids = [f"attacks/{a.id}" for a in eval_set.attacks]
         metrics: dict[str, float | None] = {"perplexity": ppl, "kl": kl}
         if axis is not None and layer is not None:
             proj = _projections(
@@ -546,23 +555,15 @@ def evaluate(
                 failed += r.error is not None
             metrics["judge_unparsed"] = float(sum(v is None for v in scores.values()) - failed)
             metrics["judge_errors"] = float(failed)
-        judged = judge is not None
         flags = outcome_flags(eval_set, replies, labels, scores if judged else None, attack_rubric)
-        base_flags = None
-        if results:
-            b = results[0]
-            base_flags = outcome_flags(
-                eval_set,
-                b.replies,
-                b.identity_labels,
-                b.judge_scores if judged else None,
-                attack_rubric,
-            )
         metrics.update(rate_metrics(flags, base_flags))
+        if base_flags is None:  # this is the baseline: every later setting is paired with it
+            base_flags = flags
+        n_roles = sum(p.role_prompted for p in eval_set.identity)
         metrics.update(
-            n_attacks=float(len(attack_ids)),
-            n_identity_roles=float(len(role_ids)),
-            n_identity_default=float(len(default_ids)),
+            n_attacks=float(len(eval_set.attacks)),
+            n_identity_roles=float(n_roles),
+            n_identity_default=float(len(eval_set.identity) - n_roles),
             n_qa=float(len(eval_set.qa)),
         )
         result = SettingResult(

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -203,13 +204,9 @@ def fit_filters(
     flags works: a store without judge scores uses every response (``min_score=None``), and
     ``min_count`` drops to the most responses any role has when no role reaches it. Each
     change is said in one :class:`UserWarning` line."""
-    roles = src.query(kind="role")
-    if not roles:
+    if not src.query(kind="role"):
         return min_score, min_count  # the analysis names what is missing
-    scores = src.scores() if min_score is not None else {}
-    if min_score is not None and not any(
-        scores.get(r.id, {}).get("score") is not None for r in roles
-    ):
+    if min_score is not None and not src.query(kind="role", min_score=0):
         warnings.warn(
             "the store has no judge scores (collected with --judge none): every response is "
             "used (min_score None)",
@@ -217,12 +214,7 @@ def fit_filters(
             stacklevel=2,
         )
         min_score = None
-    collected = src.collected_ids()
-    counts: dict[str, int] = {}
-    for r in roles:
-        score = scores.get(r.id, {}).get("score") if min_score is not None else None
-        if r.id in collected and (min_score is None or (score is not None and score >= min_score)):
-            counts[r.role] = counts.get(r.role, 0) + 1
+    counts = collections.Counter(r.role for r in src.query(kind="role", min_score=min_score))
     most = max(counts.values(), default=0)
     if 0 < most < min_count:
         warnings.warn(
