@@ -284,11 +284,9 @@ def sampling_from_args(args: argparse.Namespace) -> Any:
 
 def check_device(device: str) -> None:
     """Raise ``ValueError`` naming ``--device`` unless torch can place a model on ``device``
-    (``auto``: CUDA, then MPS, then the CPU)."""
+    (:func:`main` has already turned ``auto`` into CUDA, MPS or the CPU)."""
     import torch
 
-    if device == "auto":
-        return
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as err:

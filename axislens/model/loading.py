@@ -455,19 +455,33 @@ def _finish(
     if processing:
         bridge.enable_compatibility_mode()
     bridge.eval()
-    tokenizer = bridge.tokenizer
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    prov = ModelProvenance(
-        processing=processing,
-        dtype=str(dtype).removeprefix("torch."),
-        n_layers=int(bridge.cfg.n_layers),
-        d_model=int(bridge.cfg.d_model),
-        chat_template_sha256=_text_sha(getattr(tokenizer, "chat_template", None)),
-        **prov_kwargs,
+    prov = _provenance(
+        prov_kwargs, processing, dtype, bridge.cfg.n_layers, bridge.cfg.d_model, bridge.tokenizer
     )
     object.__setattr__(bridge, _PROVENANCE_ATTR, prov)
     return bridge
+
+
+def _provenance(
+    prov_kwargs: dict[str, Any],
+    processing: bool,
+    dtype: torch.dtype,
+    n_layers: int,
+    d_model: int,
+    tokenizer: Any,
+) -> ModelProvenance:
+    """The loaded model's :class:`ModelProvenance` (loaded with or without weights: the same
+    record, so either can start a store the other resumes); gives the tokenizer a pad token."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return ModelProvenance(
+        processing=processing,
+        dtype=str(dtype).removeprefix("torch."),
+        n_layers=int(n_layers),
+        d_model=int(d_model),
+        chat_template_sha256=_text_sha(getattr(tokenizer, "chat_template", None)),
+        **prov_kwargs,
+    )
 
 
 def auto_device() -> str:
@@ -646,8 +660,6 @@ def _weightless(
     with _quiet():
         config = AutoConfig.from_pretrained(source, revision=revision)
         tokenizer = setup_tokenizer(AutoTokenizer.from_pretrained(source, revision=revision))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     text = getattr(config, "text_config", None) or config
     cfg = WeightlessConfig(
         model_name=source,
@@ -656,14 +668,7 @@ def _weightless(
         n_ctx=int(getattr(text, "max_position_embeddings", 0) or 0),
         dtype=dtype,
     )
-    provenance = ModelProvenance(
-        processing=processing,
-        dtype=str(dtype).removeprefix("torch."),
-        n_layers=cfg.n_layers,
-        d_model=cfg.d_model,
-        chat_template_sha256=_text_sha(getattr(tokenizer, "chat_template", None)),
-        **prov,
-    )
+    provenance = _provenance(prov, processing, dtype, cfg.n_layers, cfg.d_model, tokenizer)
     return WeightlessModel(cfg, tokenizer, provenance)
 
 
