@@ -108,8 +108,18 @@ def _repair(args: argparse.Namespace, store: Any) -> int:
         provenance=extra,
         progress=True,
     )
-    print(f"{store.root}: recomputed {summary.collected} items; the store verifies clean")
-    return 0 if not store.verify() else 1
+    print(f"{store.root}: recomputed {summary.collected} items")
+    return _verify(store)
+
+
+def _verify(store: Any) -> int:
+    """Print every problem :meth:`~axislens.store.ActivationStore.verify` finds, then a verdict;
+    the exit status (1 on a problem)."""
+    problems = store.verify()
+    for line in problems:
+        print(line)
+    print(f"{store.root}: {'sound' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
 
 
 @command(
@@ -126,10 +136,6 @@ def _cmd_store(args: argparse.Namespace) -> int:
     if args.action == "info":
         return _info(store)
     if args.action == "verify":
-        problems = store.verify()
-        for line in problems:
-            print(line)
-        print(f"{store.root}: {'sound' if not problems else f'{len(problems)} problem(s)'}")
-        return 1 if problems else 0
+        return _verify(store)
     check_not_in_use(store.root)
     return _repair(args, store)

@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from axislens.directions import CapConfig
-from axislens.interventions.attach import Intervention, cap_intervention
+from axislens.interventions.attach import Intervention, cap_intervention, compile_kernels
 from axislens.interventions.operations import (
     Ablate,
     Add,
@@ -47,6 +47,8 @@ from axislens.interventions.operations import (
     MeanAblate,
     Prompt,
     Response,
+    _at,
+    _Ctx,
 )
 from axislens.model.layers import resolve_layers
 from axislens.store import atomic_write_bytes
@@ -60,47 +62,33 @@ VLLM_FORMAT = "axislens-vllm/1"
 _RULES = {All: "all", Prompt: "prompt", Response: "response"}
 
 
-def _value(values: Any, i: int) -> float:
-    return float(values if isinstance(values, (int, float)) else values[i])
-
-
-def _entry(iv: Intervention, i: int, layer: int, where: str) -> tuple[float, float, float, float]:
-    """``(a, b, lo, hi)`` of ``iv`` at its ``i``-th layer ``layer``."""
+def _entry(iv: Intervention, i: int, n: int, layer: int) -> tuple[float, float, float, float]:
+    """``(a, b, lo, hi)`` of ``iv`` at the ``i``-th of its ``n`` layers, ``layer``, in the units
+    :func:`axislens.intervene` uses (the same :class:`_Ctx`; ``iv`` already validated by
+    :func:`compile_kernels`)."""
     op = iv.op
     scale = None if iv.norm_units is None else float(iv.norm_units[layer])
-    if scale is not None and not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"{where}: norm_units[{layer}] must be finite and > 0, got {scale}")
+    v = iv.direction.vectors[layer].double()
+    ctx = _Ctx(v, v / v.norm(), scale)
 
-    def amount(x: float) -> float:
-        return x if scale is None else x * scale
-
-    def along(c: float) -> float:  # the component along u of _Ctx.along(c)
-        return (
-            c * float(iv.direction.vectors[layer].double().norm()) if scale is None else c * scale
-        )
+    def along(c: float) -> float:  # the component along u of the move ``c v`` the op adds
+        return float(ctx.along(c) @ ctx.u)
 
     inf = math.inf
     if isinstance(op, Add):
-        return 0.0, along(_value(op.coeff, i)), -inf, inf
+        return 0.0, along(_at(op.coeff, i, n, "Add.coeff")), -inf, inf
     if isinstance(op, Ablate):
-        return -1.0, along(_value(op.coeff, i)), -inf, inf
+        return -1.0, along(_at(op.coeff, i, n, "Ablate.coeff")), -inf, inf
     if isinstance(op, MeanAblate):
-        if torch.is_tensor(op.mu):
-            raise ValueError(
-                f"{where}: MeanAblate with a vector mu moves the stream off the direction; vLLM's "
-                "kernel moves only along it (use a number)"
-            )
-        return -1.0, amount(_value(op.mu, i)), -inf, inf
+        return -1.0, ctx.amount(_at(op.mu, i, n, "MeanAblate.mu")), -inf, inf  # type: ignore[arg-type]
     if isinstance(op, CapFloor):
-        return 0.0, 0.0, amount(_value(op.thresholds, i)), inf
+        return 0.0, 0.0, ctx.amount(_at(op.thresholds, i, n, "CapFloor.thresholds")), inf
     if isinstance(op, CapCeiling):
-        return 0.0, 0.0, -inf, amount(_value(op.thresholds, i))
+        return 0.0, 0.0, -inf, ctx.amount(_at(op.thresholds, i, n, "CapCeiling.thresholds"))
     if isinstance(op, ClampBand):
-        lo, hi = amount(_value(op.lo, i)), amount(_value(op.hi, i))
-        if lo > hi:
-            raise ValueError(f"{where}: ClampBand needs lo <= hi, got {lo} > {hi} at layer {layer}")
-        return 0.0, 0.0, lo, hi
-    raise ValueError(f"{where}: {type(op).__name__} has no vLLM form")
+        lo = ctx.amount(_at(op.lo, i, n, "ClampBand.lo"))
+        return 0.0, 0.0, lo, ctx.amount(_at(op.hi, i, n, "ClampBand.hi"))
+    raise ValueError(f"{type(op).__name__} has no vLLM form")
 
 
 def _rule(items: list[Intervention]) -> str:
@@ -155,6 +143,13 @@ def to_vllm(
             raise ValueError(
                 f"{where}: hook {iv.hook!r} cannot run in vLLM (resid_post or resid_pre)"
             )
+        if isinstance(iv.op, MeanAblate) and torch.is_tensor(iv.op.mu):
+            raise ValueError(
+                f"{where}: MeanAblate with a vector mu moves the stream off the direction; vLLM's "
+                "kernel moves only along it (use a number)"
+            )
+        # the checks intervene() makes (layers, norm_units, zero rows, band order), same messages
+        compile_kernels(iv, n_layers, d_model, torch.float64, lambda _: "cpu", where)
         layers = resolve_layers(iv.layers, n_layers, where)
         for i, layer in enumerate(layers):
             at = layer + shift
@@ -162,7 +157,7 @@ def to_vllm(
                 raise ValueError(
                     f"{where}: resid_pre of layer 0 (the embeddings) cannot run in vLLM"
                 )
-            rows.append((at, iv.direction.unit(layer).double(), _entry(iv, i, layer, where)))
+            rows.append((at, iv.direction.unit(layer).double(), _entry(iv, i, len(layers), layer)))
     per_layer: dict[int, list[tuple[torch.Tensor, tuple[float, float, float, float]]]] = {}
     for at, u, coef in rows:
         per_layer.setdefault(at, []).append((u, coef))
